@@ -1,0 +1,81 @@
+"""icij_nb: Jupyter-first task apps, on an in-process broker or RabbitMQ.
+
+Define tasks in cells with ``@app.task``, start pools with ``tm.start_pool``, submit,
+and watch the task table (``tm.frame()``).
+"""
+
+from icij_nb.app import App, TaskGroup, TaskSpec
+from icij_nb.brokers.base import Broker
+from icij_nb.brokers.memory import MemoryBroker
+from icij_nb.connect import connect
+from icij_nb.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    DuplicateTask,
+    IcijNbError,
+    InvalidArguments,
+    InvalidProgress,
+    InvalidResult,
+    InvalidTransition,
+    ManagerClosed,
+    MissingDependency,
+    PipelineError,
+    StoreError,
+    TaskCancelled,
+    TaskError,
+    TaskFailed,
+    TaskQueueFull,
+    TaskTimeout,
+    UnknownGroup,
+    UnknownTask,
+    WaitTimeout,
+)
+from icij_nb.handles import TaskBatch, TaskHandle
+from icij_nb.manager import TaskManager
+from icij_nb.model import ErrorRecord, StackFrame, Task, TaskState
+from icij_nb.pools import InKernelPool
+from icij_nb.store import FRAME_COLUMNS, TaskStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "App",
+    "Broker",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigError",
+    "DuplicateTask",
+    "ErrorRecord",
+    "IcijNbError",
+    "InKernelPool",
+    "InvalidArguments",
+    "InvalidProgress",
+    "InvalidResult",
+    "InvalidTransition",
+    "ManagerClosed",
+    "MemoryBroker",
+    "MissingDependency",
+    "PipelineError",
+    "StackFrame",
+    "StoreError",
+    "Task",
+    "TaskBatch",
+    "TaskCancelled",
+    "TaskError",
+    "TaskFailed",
+    "TaskGroup",
+    "TaskHandle",
+    "TaskManager",
+    "TaskQueueFull",
+    "TaskSpec",
+    "TaskState",
+    "TaskStore",
+    "TaskTimeout",
+    "UnknownGroup",
+    "UnknownTask",
+    "WaitTimeout",
+    "__version__",
+    "connect",
+]

@@ -1,0 +1,109 @@
+"""The broker interface: how tasks reach workers and events reach the manager.
+
+Two sides use a broker:
+
+- the manager publishes tasks (routed by group), broadcasts cancel and shutdown events
+  to every worker, and reads the events workers send back, in batches;
+- a worker takes deliveries from its group's queue, settles each one (ack, or nack with
+  requeue), publishes events, and listens to broadcasts.
+
+Delivery is at-least-once: a delivery that a worker did not settle before it stopped
+goes back to its queue, marked ``redelivered``. Implementations: ``memory`` (in the
+process, the embedded default) and ``amqp`` (RabbitMQ, icij-worker's protocol).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from icij_nb.model import ManagerEvent, Task, WorkerBroadcast
+
+
+class Delivery(Protocol):
+    """One task handed to a worker; it must be settled exactly once."""
+
+    @property
+    def task(self) -> Task:
+        """The task as published (a copy the worker owns)."""
+        ...
+
+    @property
+    def redelivered(self) -> bool:
+        """True when an earlier delivery of this message was not settled."""
+        ...
+
+    async def ack(self) -> None:
+        """The task is finished with (done, failed or cancelled for good)."""
+        ...
+
+    async def nack(self, *, requeue: bool) -> None:
+        """Give the task back to its queue (requeue) or drop it."""
+        ...
+
+
+class Broker(abc.ABC):
+    """What the manager and the workers need from a transport."""
+
+    #: short name shown in reprs ("memory", "amqp")
+    kind: str = "broker"
+    #: True when queued tasks outlive the process that holds the manager.
+    durable: bool = False
+    #: True when an unsettled or requeued delivery comes back by itself, so the
+    #: manager must not republish a task requeued by a cancel.
+    late_ack: bool = True
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, most need nothing
+        """Connect and declare what is needed; called once before use."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; safe to call twice."""
+
+    # -- manager side ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def publish_tasks(self, tasks: Sequence[Task]) -> None:
+        """Queue tasks, each in its group's queue, in order.
+
+        Raises:
+            TaskQueueFull: a group's queue is at its cap; tasks before the one that
+                did not fit are queued, the rest are not.
+            UnknownGroup: no queue serves a task's group.
+        """
+
+    @abc.abstractmethod
+    async def broadcast(self, event: WorkerBroadcast) -> None:
+        """Send a cancel or shutdown event to every worker."""
+
+    @abc.abstractmethod
+    def manager_events(self) -> AsyncIterator[list[ManagerEvent]]:
+        """Events from workers, in arrival order, in batches; ends when closed."""
+
+    # -- worker side ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def deliveries(
+        self, group: str | None, *, worker_id: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
+        """Consume the queue of ``group`` (None: the ungrouped queue).
+
+        Leaving the context requeues whatever this consumer took and did not settle.
+        """
+
+    @abc.abstractmethod
+    async def publish_event(self, event: ManagerEvent) -> None:
+        """Send an event to the manager."""
+
+    @abc.abstractmethod
+    def broadcasts(
+        self, *, worker_id: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[WorkerBroadcast]]:
+        """Receive cancel and shutdown events addressed to every worker."""
+
+    # -- introspection --------------------------------------------------------
+
+    async def queue_depth(self, group: str | None) -> int:
+        """Tasks waiting in the queue of ``group`` (-1 if the broker cannot say)."""
+        return -1

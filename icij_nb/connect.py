@@ -1,0 +1,77 @@
+"""``connect()``: build a TaskManager from an app, a broker choice and a store choice.
+
+The embedded default needs no server: an in-process broker and a SQLite store beside
+the notebook (``.icij_nb/<app>.sqlite3``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from icij_nb.app import App
+from icij_nb.brokers.base import Broker
+from icij_nb.brokers.memory import MemoryBroker
+from icij_nb.errors import ConfigError
+from icij_nb.manager import TaskManager
+from icij_nb.runtime import get_runtime
+from icij_nb.store import MEMORY, TaskStore, default_store_path
+
+
+def connect(
+    app: App,
+    *,
+    broker: Broker | str = "memory",
+    store: TaskStore | str | os.PathLike[str] | None = None,
+) -> TaskManager:
+    """Start a task manager for ``app``.
+
+    Args:
+        app: the tasks it may submit.
+        broker: ``"memory"`` (in this process, the default) or a Broker instance.
+        store: a SQLite file path, ``":memory:"`` for no file, a TaskStore, or None
+            for ``$ICIJ_NB_STORE_DIR/<app>.sqlite3`` (default dir ``./.icij_nb``).
+
+    Returns:
+        A started :class:`~icij_nb.manager.TaskManager`. Tasks left unfinished in the
+        store by a kernel that died are settled first (see TaskStore.recover).
+
+    Example:
+        tm = nb.connect(app)
+        tm.start_pool("cpu", workers=4)
+    """
+    if not isinstance(app, App):
+        msg = f"connect() needs an icij_nb.App, got {type(app).__name__}: {app!r}"
+        raise ConfigError(msg)
+    manager = TaskManager(
+        app,
+        broker=_broker(app, broker),
+        store=_store(app, store),
+        runtime=get_runtime(),
+    )
+    manager._run(manager._start())
+    return manager
+
+
+def _broker(app: App, broker: Broker | str) -> Broker:
+    if isinstance(broker, Broker):
+        return broker
+    if broker == "memory":
+        return MemoryBroker(app)
+    msg = (
+        f"unknown broker {broker!r}: pass 'memory' (in this process) or a Broker "
+        "instance"
+    )
+    raise ConfigError(msg)
+
+
+def _store(app: App, store: TaskStore | str | os.PathLike[str] | None) -> TaskStore:
+    if isinstance(store, TaskStore):
+        return store
+    if store is None:
+        return TaskStore(default_store_path(app.name))
+    if isinstance(store, str | os.PathLike):
+        text = os.fspath(store)
+        return TaskStore(MEMORY if text == MEMORY else Path(text))
+    msg = f"store must be a path, ':memory:' or a TaskStore, got {store!r}"
+    raise ConfigError(msg)

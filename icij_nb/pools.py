@@ -1,0 +1,186 @@
+"""Worker pools. :class:`InKernelPool` runs workers on the runtime loop, in this kernel.
+
+A pool is N :class:`~icij_nb.worker.Worker` consumers of one group's queue, one
+listener of broadcasts (cancel, shutdown) shared through a
+:class:`~icij_nb.worker.CancelRegistry`, and a thread executor for sync task
+functions. Stopping a pool requeues its running tasks (the default) or lets them
+finish first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from icij_nb.app import App
+from icij_nb.brokers.base import Broker
+from icij_nb.errors import ConfigError, ManagerClosed
+from icij_nb.runtime import Runtime
+from icij_nb.worker import CancelRegistry, Worker, make_worker_id
+
+logger = logging.getLogger(__name__)
+
+_POOL_COUNT = 0
+
+
+class InKernelPool:
+    """Workers of one group running inside this kernel, on the runtime loop.
+
+    Start one with ``tm.start_pool(group, workers=N)``.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        broker: Broker,
+        *,
+        group: str | None,
+        workers: int,
+        runtime: Runtime,
+        progress_interval_s: float = 0.2,
+        on_stop: Callable[[InKernelPool], None] | None = None,
+    ) -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            msg = f"a pool needs workers >= 1, got {workers!r}"
+            raise ConfigError(msg)
+        global _POOL_COUNT  # noqa: PLW0603 - worker ids stay unique per process
+        _POOL_COUNT += 1
+        self.group = group
+        self.size = workers
+        self._runtime = runtime
+        self._cancels = CancelRegistry()
+        # Sync tasks run here; spare threads take over from ones a cancel abandoned.
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers + 2, thread_name_prefix=f"icij_nb-{group or 'pool'}"
+        )
+        self.workers = [
+            Worker(
+                app,
+                broker,
+                group=group,
+                worker_id=make_worker_id(app, _POOL_COUNT * 1000 + index),
+                cancels=self._cancels,
+                executor=self._executor,
+                progress_interval_s=progress_interval_s,
+            )
+            for index in range(workers)
+        ]
+        self._broker = broker
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._on_stop = on_stop
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else f"running={self.running}"
+        return (
+            f"<InKernelPool {self.group!r} workers={self.size} {state} "
+            f"done={self.done} failed={self.failed}>"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<code>{html.escape(repr(self))}</code>"
+
+    @property
+    def running(self) -> int:
+        """Workers running a task now."""
+        return sum(1 for w in self.workers if w.current is not None)
+
+    @property
+    def done(self) -> int:
+        """Tasks this pool finished with a result."""
+        return sum(w.done for w in self.workers)
+
+    @property
+    def failed(self) -> int:
+        """Attempts this pool saw fail."""
+        return sum(w.failed for w in self.workers)
+
+    @property
+    def stopped(self) -> bool:
+        """True once the pool was stopped."""
+        return self._stopped
+
+    async def _start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="icij_nb-broadcasts")
+        for worker in self.workers:
+            task = asyncio.create_task(worker.run(), name=worker.worker_id)
+            task.add_done_callback(self._worker_ended)
+            self._tasks.append(task)
+
+    def _worker_ended(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("worker %s died", task.get_name(), exc_info=task.exception())
+
+    async def _listen(self) -> None:
+        worker_id = self.workers[0].worker_id
+        async with self._broker.broadcasts(worker_id=worker_id) as events:
+            async for event in events:
+                self._cancels.hear(event)
+                if self._cancels.shutdown.is_set():
+                    logger.info("pool %r: shutdown requested", self.group)
+                    self._runtime.spawn(
+                        self._stop(finish_running=False), what="pool stop"
+                    )
+                    return
+
+    def stop(
+        self, *, finish_running: bool = False, timeout_s: float | None = 60.0
+    ) -> None:
+        """Stop the pool; safe to call twice.
+
+        Args:
+            finish_running: let running tasks finish first (up to ``timeout_s``);
+                by default they are stopped and requeued, so another pool takes them.
+            timeout_s: how long to wait for running tasks when finishing them.
+        """
+        self._runtime.run(
+            self._stop(finish_running=finish_running, timeout_s=timeout_s)
+        )
+
+    async def stop_async(
+        self, *, finish_running: bool = False, timeout_s: float | None = 60.0
+    ) -> None:
+        """Awaitable twin of :meth:`stop`."""
+        await self._runtime.wrap(
+            self._stop(finish_running=finish_running, timeout_s=timeout_s)
+        )
+
+    async def _stop(
+        self, *, finish_running: bool, timeout_s: float | None = 60.0
+    ) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if finish_running:
+            for worker in self.workers:
+                worker.drain()
+            idle = [
+                t
+                for t, w in zip(self._tasks, self.workers, strict=True)
+                if w.current is None
+            ]
+            for task in idle:
+                task.cancel()
+            busy = [t for t in self._tasks if t not in idle]
+            if busy:
+                await asyncio.wait(busy, timeout=timeout_s)
+        for task in [*self._tasks, self._listener]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._listener is not None:
+            await asyncio.gather(self._listener, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._on_stop is not None:
+            self._on_stop(self)
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            msg = f"the pool of group {self.group!r} is stopped; start a new one"
+            raise ManagerClosed(msg)

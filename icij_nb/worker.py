@@ -1,0 +1,348 @@
+"""Worker: takes deliveries of one group, runs the task function, reports events.
+
+One :class:`Worker` is one consumer slot. For each delivery it:
+
+1. skips the task if a cancel for it was heard (it never starts);
+2. reports ``ProgressEvent(0.0)``, which the manager reads as RUNNING;
+3. calls the function with the task's args (async functions on the loop, sync ones in
+   the pool's thread executor, never on the loop), under the task's timeout;
+4. reports the result, or an error record with ``attempts_left`` (retryable only when
+   the exception is listed in ``recover_from`` and attempts remain), or a cancel;
+5. settles the delivery: ack, or nack with requeue when the task goes back.
+
+Progress reports are coalesced: at most one every ``progress_interval_s`` per task, the
+latest value wins, so a chatty task cannot flood the manager. A :class:`CancelRegistry`
+shared by the workers of a pool hears broadcasts and cancels running tasks.
+
+A sync function cannot be interrupted: on cancel or timeout the worker reports at once
+and moves on, the thread finishes in the background and its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from icij_nb.app import App, TaskSpec
+from icij_nb.brokers.base import Broker, Delivery
+from icij_nb.errors import InvalidProgress, InvalidResult, TaskTimeout, UnknownTask
+from icij_nb.jsonvalues import json_problem
+from icij_nb.model import (
+    CancelEvent,
+    CancelledEvent,
+    ErrorEvent,
+    ErrorRecord,
+    ManagerEvent,
+    ProgressEvent,
+    ResultEvent,
+    ShutdownEvent,
+    Task,
+    WorkerBroadcast,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def make_worker_id(app: App, index: int) -> str:
+    """An id in icij-worker's shape: ``<app>-worker-<host>-<pid>-<index>``."""
+    return f"{app.name}-worker-{socket.gethostname()}-{os.getpid()}-{index}"
+
+
+@dataclass(slots=True)
+class _Run:
+    """A task a worker is running, and why it was stopped, if it was."""
+
+    task_id: str
+    owner: asyncio.Task[Any]
+    cancel: CancelEvent | None = None
+
+
+@dataclass
+class CancelRegistry:
+    """Cancels heard by a pool: stops running tasks, remembers queued ones.
+
+    Remembered cancels are bounded (oldest forgotten first) and consumed when the
+    task they name is skipped.
+    """
+
+    limit: int = 100_000
+    running: dict[str, _Run] = field(default_factory=dict)
+    heard: OrderedDict[str, CancelEvent] = field(default_factory=OrderedDict)
+    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hear(self, event: WorkerBroadcast) -> None:
+        if isinstance(event, ShutdownEvent):
+            self.shutdown.set()
+            return
+        run = self.running.get(event.task_id)
+        if run is not None:
+            run.cancel = event
+            run.owner.cancel()
+            return
+        self.heard[event.task_id] = event
+        if len(self.heard) > self.limit:
+            self.heard.popitem(last=False)
+
+    def take(self, task_id: str) -> CancelEvent | None:
+        return self.heard.pop(task_id, None)
+
+
+class _Progress:
+    """The ``progress`` callback a task receives; coalesces what it sends."""
+
+    __slots__ = ("_handle", "_interval", "_last", "_loop", "_pending", "_send")
+
+    def __init__(
+        self, send: Callable[[float], None], interval_s: float, loop: Any
+    ) -> None:
+        self._send, self._interval, self._loop = send, interval_s, loop
+        self._last = float("-inf")
+        self._pending: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def check(value: object) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0.0 <= value <= 1.0
+        ):
+            msg = (
+                f"progress must be a number in [0, 1], got {value!r}; for counts, "
+                "report done / total"
+            )
+            raise InvalidProgress(msg)
+        return float(value)
+
+    def update(self, value: float) -> None:
+        now = self._loop.time()
+        if now - self._last >= self._interval:
+            self._emit(value, now)
+            return
+        self._pending = value
+        if self._handle is None:
+            delay = self._interval - (now - self._last)
+            self._handle = self._loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        if self._pending is not None:
+            self._emit(self._pending, self._loop.time())
+
+    def _emit(self, value: float, now: float) -> None:
+        self._pending, self._last = None, now
+        self._send(value)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    async def report_async(self, value: float) -> None:
+        self.update(self.check(value))
+
+    def report_from_thread(self, value: float) -> None:
+        self._loop.call_soon_threadsafe(self.update, self.check(value))
+
+
+class Worker:
+    """One consumer of a group's queue.
+
+    Args:
+        app: where task functions are looked up.
+        broker: where deliveries come from and events go.
+        group: the group served (None: the ungrouped queue).
+        worker_id: this worker's id, reported with each event.
+        cancels: the pool's registry of heard cancels.
+        executor: runs sync task functions.
+        progress_interval_s: the least time between two progress reports of a task.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        broker: Broker,
+        *,
+        group: str | None,
+        worker_id: str,
+        cancels: CancelRegistry,
+        executor: Executor,
+        progress_interval_s: float = 0.2,
+    ) -> None:
+        self.app, self.broker, self.group = app, broker, group
+        self.worker_id = worker_id
+        self._cancels = cancels
+        self._executor = executor
+        self._progress_interval_s = progress_interval_s
+        self.current: str | None = None
+        self.done = 0
+        self.failed = 0
+        self._draining = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker {self.worker_id!r} group={self.group!r} "
+            f"current={self.current!r} done={self.done} failed={self.failed}>"
+        )
+
+    def drain(self) -> None:
+        """Take no new task; the running one finishes."""
+        self._draining = True
+
+    async def run(self) -> None:
+        """Consume and run tasks until cancelled or drained."""
+        logger.info("worker %s serves group %r", self.worker_id, self.group)
+        async with self.broker.deliveries(self.group, worker_id=self.worker_id) as it:
+            async for delivery in it:
+                if self._draining:
+                    await delivery.nack(requeue=True)
+                    return
+                await self.handle(delivery)
+                if self._draining:
+                    return
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Run one delivery to its end and settle it."""
+        task = delivery.task
+        heard = self._cancels.take(task.id)
+        if heard is not None:
+            await self._send(
+                CancelledEvent(task.id, requeue=False, worker_id=self.worker_id)
+            )
+            await delivery.ack()
+            return
+        try:
+            spec = self.app.get(task.name)
+        except UnknownTask as exc:
+            await self._fail(delivery, ErrorRecord.from_exception(exc), retry=False)
+            return
+        owner = asyncio.current_task()
+        if owner is None:  # pragma: no cover - handle() always runs in a task
+            msg = "Worker.handle() must run inside an asyncio task"
+            raise RuntimeError(msg)
+        run = _Run(task.id, owner)
+        self._cancels.running[task.id] = run
+        self.current = task.id
+        try:
+            await self._execute(delivery, spec, run)
+        finally:
+            self._cancels.running.pop(task.id, None)
+            self.current = None
+
+    async def _execute(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
+        task = delivery.task
+        await self._send(ProgressEvent(task.id, 0.0, worker_id=self.worker_id))
+        loop = asyncio.get_running_loop()
+        progress = _Progress(
+            lambda p: self._send_nowait(
+                ProgressEvent(task.id, p, worker_id=self.worker_id)
+            ),
+            self._progress_interval_s,
+            loop,
+        )
+        try:
+            value = await self._call(spec, task, progress)
+        except asyncio.CancelledError:
+            progress.close()
+            if run.cancel is None:  # the worker itself is stopping: give it back
+                await self._send(
+                    CancelledEvent(task.id, requeue=True, worker_id=self.worker_id)
+                )
+                await delivery.nack(requeue=True)
+                raise
+            owner = asyncio.current_task()
+            if owner is not None:
+                owner.uncancel()
+            await self._cancelled(delivery, run.cancel)
+            return
+        except Exception as exc:  # noqa: BLE001 - any task failure is reported, not raised
+            progress.close()
+            retry = isinstance(exc, spec.recover_from) and task.attempts_left > 1
+            self.failed += 1
+            await self._fail(delivery, ErrorRecord.from_exception(exc), retry=retry)
+            return
+        progress.close()
+        await self._succeed(delivery, spec, value)
+
+    async def _call(self, spec: TaskSpec, task: Task, progress: _Progress) -> Any:
+        kwargs = dict(task.args)
+        timeout_s = spec.effective_timeout_s
+        if spec.is_async:
+            if spec.takes_progress:
+                kwargs["progress"] = progress.report_async
+            call: Any = spec.fn(**kwargs)
+        else:
+            if spec.takes_progress:
+                kwargs["progress"] = progress.report_from_thread
+            context = contextvars.copy_context()
+            fn = functools.partial(context.run, spec.fn, **kwargs)
+            call = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        if timeout_s is None:
+            return await call
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await call
+        except TimeoutError:
+            msg = (
+                f"task {task.name!r} ({task.id}) ran longer than its timeout of "
+                f"{timeout_s:g}s and was stopped"
+            )
+            raise TaskTimeout(msg) from None
+
+    async def _succeed(self, delivery: Delivery, spec: TaskSpec, value: Any) -> None:
+        problem = json_problem(value, "the result")
+        if problem:
+            msg = f"task {spec.name!r} returned a value JSON cannot carry: {problem}"
+            self.failed += 1
+            await self._fail(
+                delivery, ErrorRecord.from_exception(InvalidResult(msg)), retry=False
+            )
+            return
+        self.done += 1
+        await self._send(ResultEvent(delivery.task.id, value, worker_id=self.worker_id))
+        await delivery.ack()
+
+    async def _fail(
+        self, delivery: Delivery, error: ErrorRecord, *, retry: bool
+    ) -> None:
+        task = delivery.task
+        attempts_left = task.attempts_left - 1 if retry else 0
+        await self._send(
+            ErrorEvent(
+                task.id, error, attempts_left=attempts_left, worker_id=self.worker_id
+            )
+        )
+        await delivery.ack()
+
+    async def _cancelled(self, delivery: Delivery, cancel: CancelEvent) -> None:
+        await self._send(
+            CancelledEvent(
+                delivery.task.id, requeue=cancel.requeue, worker_id=self.worker_id
+            )
+        )
+        if cancel.requeue and self.broker.late_ack:
+            await delivery.nack(requeue=True)
+        else:
+            await delivery.ack()
+
+    async def _send(self, event: ManagerEvent) -> None:
+        await self.broker.publish_event(event)
+
+    def _send_nowait(self, event: ManagerEvent) -> None:
+        # Called from loop callbacks (coalesced progress): publish in the background.
+        task = asyncio.ensure_future(self._send(event))
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
+
+
+# Keeps fire-and-forget progress publishes referenced until they finish.
+_PENDING: set[asyncio.Future[None]] = set()
