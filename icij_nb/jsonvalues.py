@@ -23,7 +23,7 @@ def json_problem(value: Any, path: str = "value") -> str | None:
     return _problem(value, path, 0)
 
 
-def _problem(value: Any, path: str, depth: int) -> str | None:  # noqa: C901 - a flat type switch
+def _problem(value: Any, path: str, depth: int) -> str | None:
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):

@@ -403,7 +403,7 @@ class TaskManager:
     async def _republish(self, tasks: list[Task]) -> None:
         try:
             await self.broker.publish_tasks(tasks)
-        except Exception as exc:  # noqa: BLE001 - the record says what happened
+        except Exception as exc:
             logger.exception(
                 "manager %s: republishing %d task(s) failed", self.id, len(tasks)
             )
@@ -660,7 +660,8 @@ class TaskManager:
         self, tasks: Iterable[TaskRef], *, timeout_s: float | None = None
     ) -> list[Task]:
         """Block until every task is ready; return their records (never raises
-        for a failed task, only WaitTimeout)."""
+        for a failed task, only WaitTimeout).
+        """
         task_ids = [_task_id(t) for t in tasks]
         self._run(self._wait_ready(task_ids, timeout_s))
         return [self.get(i) for i in task_ids]
@@ -762,7 +763,8 @@ class TaskManager:
 
     def shutdown_workers(self) -> None:
         """Broadcast a shutdown to every worker of the broker (pools stop, running
-        tasks are requeued)."""
+        tasks are requeued).
+        """
         self._check_open()
         self._run(self.broker.broadcast(ShutdownEvent()))
 
@@ -836,5 +838,5 @@ def _close_open_managers() -> None:
     for manager in list(_OPEN):
         try:
             manager.close(timeout_s=10.0)
-        except (Exception, concurrent.futures.TimeoutError):  # noqa: BLE001 - best effort at exit
+        except (Exception, concurrent.futures.TimeoutError):
             logger.exception("closing %r at exit failed", manager)

@@ -46,7 +46,7 @@ class InKernelPool:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             msg = f"a pool needs workers >= 1, got {workers!r}"
             raise ConfigError(msg)
-        global _POOL_COUNT  # noqa: PLW0603 - worker ids stay unique per process
+        global _POOL_COUNT
         _POOL_COUNT += 1
         self.group = group
         self.size = workers

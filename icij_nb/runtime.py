@@ -148,7 +148,7 @@ _RUNTIME_LOCK = threading.Lock()
 
 def get_runtime() -> Runtime:
     """The process's runtime (created on first call; a forked child gets its own)."""
-    global _RUNTIME  # noqa: PLW0603 - one runtime per process, created lazily
+    global _RUNTIME
     with _RUNTIME_LOCK:
         if _RUNTIME is None or _RUNTIME._pid != os.getpid():
             _RUNTIME = Runtime()

@@ -409,7 +409,7 @@ class TaskStore:
         ids = [
             r[0]
             for r in db.execute(
-                f"SELECT id FROM tasks WHERE state IN ('CREATED','QUEUED','RUNNING') "  # noqa: S608 - only '?' marks are interpolated
+                f"SELECT id FROM tasks WHERE state IN ('CREATED','QUEUED','RUNNING') "
                 f"AND (manager_id IN ({marks}) OR manager_id IS NULL)",
                 list(gone),
             )
@@ -430,7 +430,7 @@ class TaskStore:
                 db.execute(_UPSERT, self._row(task, json.dumps(task.args)))
                 changed.append(task)
             db.execute(
-                f"DELETE FROM managers WHERE id IN ({marks})",  # noqa: S608 - only '?' marks
+                f"DELETE FROM managers WHERE id IN ({marks})",
                 list(gone),
             )
         if changed:

@@ -264,7 +264,7 @@ class Worker:
                 owner.uncancel()
             await self._cancelled(delivery, run.cancel)
             return
-        except Exception as exc:  # noqa: BLE001 - any task failure is reported, not raised
+        except Exception as exc:
             progress.close()
             retry = isinstance(exc, spec.recover_from) and task.attempts_left > 1
             self.failed += 1
