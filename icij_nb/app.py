@@ -33,6 +33,7 @@ TaskFunction = Callable[..., Any]
 
 # Names that become RabbitMQ queue names (``TASK.<group>``) and routing keys.
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,200}$")
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,200}$")
 
 
@@ -52,7 +53,7 @@ class TaskGroup:
     max_task_queue_size: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _GROUP_NAME.match(self.name):
+        if not _matches(_GROUP_NAME, self.name):
             msg = (
                 f"invalid group name {self.name!r}: use letters, digits, '_', '.', "
                 "':' or '-', starting with a letter or digit (it names a queue)"
@@ -129,8 +130,10 @@ class App:
     """
 
     def __init__(self, name: str, *, groups: tuple[TaskGroup, ...] = ()) -> None:
-        if not isinstance(name, str) or not name:
-            msg = f"an App needs a non-empty name, got {name!r}"
+        if not _matches(_APP_NAME, name):
+            msg = (
+                f"an App needs a name of letters, digits, '_', '.' or '-', got {name!r}"
+            )
             raise ConfigError(msg)
         self.name = name
         self._tasks: dict[str, TaskSpec] = {}
@@ -166,11 +169,13 @@ class App:
         Declaring the same name again with other limits raises ConfigError, because
         two definitions of one queue cannot both hold.
         """
-        if isinstance(group, str):
-            group = self._groups.get(group) or TaskGroup(group)
-        if not isinstance(group, TaskGroup):
-            msg = f"group must be a name or a TaskGroup, got {type(group).__name__}"
+        value: object = group
+        if isinstance(value, str):
+            value = self._groups.get(value) or TaskGroup(value)
+        if not isinstance(value, TaskGroup):
+            msg = f"group must be a name or a TaskGroup, got {type(value).__name__}"
             raise ConfigError(msg)
+        group = value
         known = self._groups.get(group.name)
         if known is not None and known != group:
             msg = (
@@ -221,6 +226,7 @@ class App:
     @overload
     def task(
         self,
+        /,
         *,
         name: str | None = None,
         group: TaskGroup | str | None = None,
@@ -282,7 +288,7 @@ class App:
         recover_from: tuple[type[BaseException], ...],
         timeout_s: float | None,
     ) -> TaskSpec:
-        if not callable(fn):
+        if not callable(_as_object(fn)):
             msg = f"@app.task decorates functions, got {type(fn).__name__}: {fn!r}"
             raise ConfigError(msg)
         task_name = name if name is not None else fn.__name__
@@ -317,6 +323,15 @@ class App:
         """Forget a task, so that its name can be registered again (a re-run cell)."""
         self.get(name)
         del self._tasks[name]
+
+
+def _as_object(value: object) -> object:
+    # User input is checked at run time whatever its annotation says.
+    return value
+
+
+def _matches(pattern: re.Pattern[str], value: object) -> bool:
+    return isinstance(value, str) and pattern.match(value) is not None
 
 
 def _qualname(fn: TaskFunction) -> str:

@@ -40,7 +40,8 @@ def connect(
         tm = nb.connect(app)
         tm.start_pool("cpu", workers=4)
     """
-    if not isinstance(app, App):
+    given: object = app
+    if not isinstance(given, App):
         msg = f"connect() needs an icij_nb.App, got {type(app).__name__}: {app!r}"
         raise ConfigError(msg)
     manager = TaskManager(
@@ -70,8 +71,9 @@ def _store(app: App, store: TaskStore | str | os.PathLike[str] | None) -> TaskSt
         return store
     if store is None:
         return TaskStore(default_store_path(app.name))
-    if isinstance(store, str | os.PathLike):
-        text = os.fspath(store)
+    given: object = store
+    if isinstance(given, str | os.PathLike):
+        text = os.fspath(given)
         return TaskStore(MEMORY if text == MEMORY else Path(text))
-    msg = f"store must be a path, ':memory:' or a TaskStore, got {store!r}"
+    msg = f"store must be a path, ':memory:' or a TaskStore, got {given!r}"
     raise ConfigError(msg)

@@ -16,7 +16,7 @@ IcijNbError(Exception)
  ├─ TaskError
  │   ├─ UnknownTask              no task with that name or id
  │   ├─ UnknownGroup             no group of that name
- │   ├─ InvalidTransition        cancel/retry of a task in a state where it makes no sense
+ │   ├─ InvalidTransition        cancel/retry of a task in a state that forbids it
  │   ├─ TaskFailed               the task ended in ERROR (remote type + traceback)
  │   ├─ TaskCancelled            the task ended CANCELLED
  │   └─ WaitTimeout              a blocking wait gave up (also a TimeoutError)
@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from icij_nb.model import TaskErrorInfo, TaskState
+    from icij_nb.model import ErrorRecord, TaskState
 
 
 class IcijNbError(Exception):
@@ -86,7 +86,7 @@ class InvalidProgress(IcijNbError, ValueError):
 
 
 class TaskTimeout(IcijNbError, TimeoutError):
-    """An attempt ran longer than its timeout; retryable if TimeoutError is recovered."""
+    """An attempt ran past its timeout; retryable when TimeoutError is recovered."""
 
 
 class TaskError(IcijNbError):
@@ -123,7 +123,7 @@ class InvalidTransition(TaskError):
 class TaskFailed(TaskError):
     """The task ended in ERROR; ``error`` holds the remote type, message and trace."""
 
-    def __init__(self, msg: str, *, task_id: str, error: TaskErrorInfo | None) -> None:
+    def __init__(self, msg: str, *, task_id: str, error: ErrorRecord | None) -> None:
         super().__init__(msg, task_id=task_id)
         self.error = error
 

@@ -329,7 +329,7 @@ class TaskManager:
     async def _enqueue(self, prepared: Sequence[tuple[Task, str]]) -> None:
         self._check_open()
         tasks = []
-        for task, args_json in prepared:
+        for task, _ in prepared:
             if task.id in self._tasks:
                 msg = f"a task with id {task.id!r} exists already; choose another id"
                 raise InvalidArguments(msg)
@@ -659,8 +659,9 @@ class TaskManager:
     def wait(
         self, tasks: Iterable[TaskRef], *, timeout_s: float | None = None
     ) -> list[Task]:
-        """Block until every task is ready; return their records (never raises
-        for a failed task, only WaitTimeout).
+        """Block until every task is ready; return their records.
+
+        Unlike gather it does not raise for failed tasks, only WaitTimeout.
         """
         task_ids = [_task_id(t) for t in tasks]
         self._run(self._wait_ready(task_ids, timeout_s))
@@ -762,8 +763,9 @@ class TaskManager:
         self._notify([task])
 
     def shutdown_workers(self) -> None:
-        """Broadcast a shutdown to every worker of the broker (pools stop, running
-        tasks are requeued).
+        """Broadcast a shutdown to every worker of the broker.
+
+        Pools stop; their running tasks are requeued.
         """
         self._check_open()
         self._run(self.broker.broadcast(ShutdownEvent()))
@@ -808,11 +810,8 @@ class TaskManager:
 def _max_attempts(spec: TaskSpec, max_retries: int | None) -> int:
     if max_retries is None:
         return spec.max_attempts
-    if (
-        not isinstance(max_retries, int)
-        or isinstance(max_retries, bool)
-        or max_retries < 0
-    ):
+    value: object = max_retries
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         msg = f"max_retries must be an int >= 0, got {max_retries!r}"
         raise InvalidArguments(msg)
     return max_retries + 1

@@ -3,15 +3,16 @@
 Plain data, no transport: ``brokers/amqp.py`` turns these into icij-worker's JSON
 messages and back. The state rules are icij-worker's (see docs/architecture.md):
 
-- precedence, most advanced first: DONE > ERROR > CANCELLED > RUNNING > QUEUED > CREATED;
-- a ready state (DONE, ERROR, CANCELLED) is only replaced by another ready state, and DONE
-  is final; a manager never changes the state of a ready task on an event: it only keeps
-  the late result or error record (:meth:`Task.apply`);
+- precedence, most advanced first:
+  DONE > ERROR > CANCELLED > RUNNING > QUEUED > CREATED;
+- a ready state (DONE, ERROR, CANCELLED) is only replaced by another ready state, and
+  DONE is final; a manager never changes the state of a ready task on an event: it
+  only keeps the late result or error record (:meth:`Task.apply`);
 - QUEUED replaces RUNNING only when the update is newer (a retry or a requeue).
 
 Attempts: ``max_attempts`` is the number of times a task may run (1 + its retries).
-On the wire it is icij-worker's ``maxRetries``, and ``attempts_left`` is ``retriesLeft``:
-icij-worker also counts attempts under that name.
+On the wire it is icij-worker's ``maxRetries``, and ``attempts_left`` is
+``retriesLeft``: icij-worker also counts attempts under those names.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class TaskState(enum.StrEnum):
 
     @classmethod
     def parse(cls, value: str) -> TaskState:
-        """Read a state name, case-insensitively, with a clear error listing valid ones."""
+        """Read a state name, case-insensitively; the error lists the valid ones."""
         try:
             return cls(value.upper())
         except ValueError:
@@ -108,7 +109,7 @@ class StackFrame:
 
 @dataclass(frozen=True, slots=True)
 class ErrorRecord:
-    """What went wrong in one failed attempt (RFC 9457-like, as icij-worker sends it)."""
+    """What went wrong in one failed attempt (RFC 9457-like, as icij-worker has it)."""
 
     name: str
     message: str
@@ -224,7 +225,7 @@ class Task:
     Attributes:
         id: unique id, ``<name>-<hex>`` by default.
         name: the registered task name.
-        group: the task group (queue) it runs in.
+        group: the task group (queue) it runs in; None for the ungrouped queue.
         args: keyword arguments, a JSON-compatible dict.
         state: the current :class:`TaskState`.
         progress: 0.0 to 1.0.
@@ -239,7 +240,7 @@ class Task:
 
     id: str
     name: str
-    group: str
+    group: str | None
     args: dict[str, Any]
     state: TaskState = TaskState.CREATED
     progress: float = 0.0

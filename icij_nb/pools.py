@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 _POOL_COUNT = 0
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 class InKernelPool:
     """Workers of one group running inside this kernel, on the runtime loop.
 
@@ -43,7 +47,7 @@ class InKernelPool:
         progress_interval_s: float = 0.2,
         on_stop: Callable[[InKernelPool], None] | None = None,
     ) -> None:
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        if not _is_count(workers):
             msg = f"a pool needs workers >= 1, got {workers!r}"
             raise ConfigError(msg)
         global _POOL_COUNT
@@ -170,9 +174,9 @@ class InKernelPool:
             busy = [t for t in self._tasks if t not in idle]
             if busy:
                 await asyncio.wait(busy, timeout=timeout_s)
-        for task in [*self._tasks, self._listener]:
-            if task is not None:
-                task.cancel()
+        for running in [*self._tasks, self._listener]:
+            if running is not None:
+                running.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._listener is not None:
             await asyncio.gather(self._listener, return_exceptions=True)

@@ -16,6 +16,7 @@ lives as long as the manager.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -94,7 +95,8 @@ ON CONFLICT(id) DO UPDATE SET state=excluded.state, progress=excluded.progress,
 """
 
 _ERROR_INSERT = """
-INSERT OR IGNORE INTO errors (task_id, seq, name, message, cause, stacktrace, created_at)
+INSERT OR IGNORE INTO errors
+    (task_id, seq, name, message, cause, stacktrace, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 
@@ -260,10 +262,8 @@ class TaskStore:
         if wake is None:  # pragma: no cover - set in open()
             return
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._flush_interval_s)
-            except TimeoutError:
-                pass
             wake.clear()
             try:
                 await self.flush()
@@ -548,7 +548,8 @@ def _error_from_row(row: Iterable[Any]) -> ErrorRecord:
 
 def _task_from_row(row: tuple[Any, ...], errors: list[ErrorRecord]) -> Task:
     (tid, name, grp, state, progress, args, max_attempts, attempts_left, attempts,
-     created_at, started_at, completed_at, worker_id, result, has_result) = row  # fmt: skip
+     created_at, started_at, completed_at, worker_id, result,
+     has_result) = row  # fmt: skip
     return Task(
         id=tid,
         name=name,

@@ -194,6 +194,11 @@ class Worker:
             f"current={self.current!r} done={self.done} failed={self.failed}>"
         )
 
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` was called."""
+        return self._draining
+
     def drain(self) -> None:
         """Take no new task; the running one finishes."""
         self._draining = True
@@ -207,7 +212,7 @@ class Worker:
                     await delivery.nack(requeue=True)
                     return
                 await self.handle(delivery)
-                if self._draining:
+                if self.draining:
                     return
 
     async def handle(self, delivery: Delivery) -> None:

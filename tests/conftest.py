@@ -1,0 +1,59 @@
+"""Shared fixtures: a fresh app per test and a factory of managers that cleans up."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import icij_nb as nb
+
+# A bug must fail a test, never hang the suite: every test gets a deadline unless
+# it sets its own with @pytest.mark.timeout.
+DEFAULT_TEST_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT_S))
+
+
+@pytest.fixture
+def app() -> nb.App:
+    return nb.App("testapp")
+
+
+MakeManager = Callable[..., nb.TaskManager]
+
+
+@pytest.fixture
+def make_manager(tmp_path: Path) -> Iterator[MakeManager]:
+    """``make_manager(app, store=":memory:")`` connects a manager; all are closed
+    at teardown. ``store="file"`` gives a fresh SQLite file in ``tmp_path``.
+    """
+    made: list[nb.TaskManager] = []
+
+    def make(app: nb.App, *, store: Any = ":memory:") -> nb.TaskManager:
+        if store == "file":
+            store = tmp_path / f"store-{len(made)}.sqlite3"
+        tm = nb.connect(app, store=store)
+        made.append(tm)
+        return tm
+
+    yield make
+    for tm in reversed(made):
+        tm.close(timeout_s=30)
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """An event that blocking sync tasks wait on; set at teardown so that no
+    thread outlives its test (a stuck executor thread would hang interpreter exit).
+    """
+    event = threading.Event()
+    yield event
+    event.set()
