@@ -60,7 +60,10 @@ class TaskGroup:
             )
             raise ConfigError(msg)
         _check_positive("timeout_s", self.timeout_s, f"group {self.name!r}")
-        if self.max_task_queue_size is not None and self.max_task_queue_size < 1:
+        cap: object = self.max_task_queue_size
+        if cap is not None and (
+            not isinstance(cap, int) or isinstance(cap, bool) or cap < 1
+        ):
             msg = (
                 f"max_task_queue_size of group {self.name!r} must be >= 1 or None, "
                 f"got {self.max_task_queue_size!r}"
@@ -68,8 +71,10 @@ class TaskGroup:
             raise ConfigError(msg)
 
 
-def _check_positive(option: str, value: float | None, where: str) -> None:
-    if value is not None and not value > 0:
+def _check_positive(option: str, value: object, where: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         msg = f"{option} of {where} must be a positive number of seconds, got {value!r}"
         raise ConfigError(msg)
 

@@ -12,6 +12,7 @@ IcijNbError(Exception)
  ├─ InvalidArguments             task args or options that cannot be sent
  ├─ InvalidResult                a task returned a value JSON cannot carry
  ├─ InvalidProgress              a task reported progress outside [0, 1]
+ ├─ WireError                    a message body that is not a valid icij-worker message
  ├─ TaskTimeout                  an attempt ran past its timeout (also a TimeoutError)
  ├─ TaskError
  │   ├─ UnknownTask              no task with that name or id
@@ -50,7 +51,14 @@ class DuplicateTask(ConfigError):
 
 
 class BrokerError(IcijNbError):
-    """The broker refused or failed an operation."""
+    """The broker refused or failed an operation.
+
+    ``not_queued`` lists the ids of tasks a failed publish did not queue.
+    """
+
+    def __init__(self, msg: str, *, not_queued: tuple[str, ...] = ()) -> None:
+        super().__init__(msg)
+        self.not_queued = not_queued
 
 
 class BrokerUnavailable(BrokerError):
@@ -60,8 +68,10 @@ class BrokerUnavailable(BrokerError):
 class TaskQueueFull(BrokerError):
     """A group's queue holds max_task_queue_size tasks already."""
 
-    def __init__(self, msg: str, *, group: str) -> None:
-        super().__init__(msg)
+    def __init__(
+        self, msg: str, *, group: str, not_queued: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(msg, not_queued=not_queued)
         self.group = group
 
 
@@ -83,6 +93,10 @@ class InvalidResult(IcijNbError, TypeError):
 
 class InvalidProgress(IcijNbError, ValueError):
     """A task reported progress outside [0, 1]; the attempt fails."""
+
+
+class WireError(IcijNbError, ValueError):
+    """A message body is not a valid icij-worker message (or cannot be made one)."""
 
 
 class TaskTimeout(IcijNbError, TimeoutError):

@@ -23,6 +23,7 @@ import atexit
 import concurrent.futures
 import json
 import logging
+import os
 import uuid
 import weakref
 from collections import Counter
@@ -34,6 +35,7 @@ import pandas as pd
 from icij_nb.app import App, TaskSpec
 from icij_nb.brokers.base import Broker
 from icij_nb.errors import (
+    BrokerError,
     InvalidArguments,
     InvalidTransition,
     ManagerClosed,
@@ -218,7 +220,7 @@ class TaskManager:
             self._checked_calls.add(key)
         max_attempts = _max_attempts(spec, max_retries)
         task = Task(
-            id=task_id if task_id is not None else f"{name}-{uuid.uuid4().hex}",
+            id=task_id if task_id is not None else f"{name}-{_uuid4_hex()}",
             name=name,
             group=spec.group_name,
             args=checked,
@@ -337,9 +339,10 @@ class TaskManager:
             tasks.append(task)
         try:
             await self.broker.publish_tasks(tasks)
-        except BaseException as exc:
-            published = getattr(exc, "published", 0)
-            self._record_new(prepared[:published])
+        except BrokerError as exc:
+            # Keep the record of what was queued; the error names what was not.
+            lost = set(exc.not_queued)
+            self._record_new([p for p in prepared if p[0].id not in lost])
             raise
         self._record_new(prepared)
 
@@ -361,24 +364,31 @@ class TaskManager:
     async def _consume(self) -> None:
         async for batch in self.broker.manager_events():
             try:
-                await self._apply_batch(batch)
+                rejected = await self._apply_batch(batch.events)
+                if self.broker.durable:
+                    # Acknowledge only what the store holds: a crash loses nothing.
+                    await self.store.flush()
+                await batch.settle(rejected)
             except Exception:
                 logger.exception(
                     "manager %s: applying a batch of events failed", self.id
                 )
 
-    async def _apply_batch(self, batch: list[ManagerEvent]) -> None:
+    async def _apply_batch(self, batch: list[ManagerEvent]) -> list[ManagerEvent]:
+        """Apply events in order; return those for tasks this manager does not know."""
         changed: dict[str, Task] = {}
         republish: list[Task] = []
+        rejected: list[ManagerEvent] = []
         for event in batch:
             task = self._tasks.get(event.task_id)
             if task is None:
                 logger.warning(
-                    "manager %s: event %s for unknown task %r dropped",
+                    "manager %s: %s for unknown task %r set aside (dead-lettered)",
                     self.id,
                     type(event).__name__,
                     event.task_id,
                 )
+                rejected.append(event)
                 continue
             before = task.state
             effect = task.apply(event, late_ack=self.broker.late_ack)
@@ -399,6 +409,7 @@ class TaskManager:
             await self._republish(republish)
         if changed:
             self._notify(list(changed.values()))
+        return rejected
 
     async def _republish(self, tasks: list[Task]) -> None:
         try:
@@ -805,6 +816,14 @@ class TaskManager:
     def pools(self) -> list[InKernelPool]:
         """The in-kernel pools running now."""
         return list(self._pools)
+
+
+def _uuid4_hex() -> str:
+    """``uuid.uuid4().hex``, three times faster (ids are made per task in ``map``)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def _max_attempts(spec: TaskSpec, max_retries: int | None) -> int:

@@ -199,20 +199,25 @@ class TaskStore:
     def _open_db(self, manager_id: str, broker_kind: str) -> None:
         if not self.is_memory:
             _create_private(Path(self.path))
+        db = None
         try:
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 5000")
+            _check_version(db, self.path)
             if not self.is_memory:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")
             db.executescript(_SCHEMA)
-            _check_version(db, self.path)
             now = utcnow().isoformat()
             db.execute(
                 "INSERT OR REPLACE INTO managers VALUES (?, ?, ?, ?, ?, ?)",
                 (manager_id, socket.gethostname(), os.getpid(), broker_kind, now, now),
             )
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, StoreError):
+                raise
             msg = (
                 f"cannot open the task store {self.path!r}: {exc}. If another "
                 "process holds it, close that manager; if the file is damaged, move "
@@ -505,12 +510,24 @@ def _create_private(path: Path) -> None:
 
 
 def _check_version(db: sqlite3.Connection, path: str) -> None:
-    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None:
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    if not tables:  # a new store
+        db.executescript(_SCHEMA)
         db.execute(
             "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
         return
+    row = (
+        db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if "meta" in tables
+        else None
+    )
+    if row is None:
+        msg = (
+            f"{path!r} is a SQLite database but not an icij_nb task store (no "
+            "schema version); nothing was written to it. Pass another store path."
+        )
+        raise StoreError(msg)
     if int(row[0]) != SCHEMA_VERSION:
         msg = (
             f"the task store {path!r} has schema version {row[0]}, this icij_nb "
@@ -584,7 +601,7 @@ def build_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
         ],
     )  # fmt: skip
     frame = raw[["id", "name", "group"]].copy()
-    frame["state"] = pd.Categorical(raw["state"], categories=_STATE_ORDER)
+    frame["state"] = pd.Categorical(raw["state"], categories=_STATE_ORDER, ordered=True)
     frame["progress"] = raw["progress"].astype("float64")
     frame["attempts"] = raw["attempts"].astype("int64")
     frame["max_attempts"] = raw["max_attempts"].astype("int64")

@@ -88,6 +88,8 @@ class CancelRegistry:
             run.cancel = event
             run.owner.cancel()
             return
+        if event.requeue:  # a queued task asked back to its queue just stays there
+            return
         self.heard[event.task_id] = event
         if len(self.heard) > self.limit:
             self.heard.popitem(last=False)

@@ -25,7 +25,7 @@ CANCELLED, ERROR, DONE = TaskState.CANCELLED, TaskState.ERROR, TaskState.DONE
 # from the rules: DONE is final; a ready state is only replaced by a more advanced
 # ready state; otherwise the more advanced state wins.
 _COLUMNS = (CREATED, QUEUED, RUNNING, CANCELLED, ERROR, DONE)
-_LETTER = {"C": CREATED, "Q": QUEUED, "R": RUNNING, "X": CANCELLED, "E": ERROR, "D": DONE}
+_LETTER = dict(zip("CQRXED", _COLUMNS, strict=True))
 _WINNERS = {
     CREATED: "C Q R X E D",
     QUEUED: "Q Q R X E D",
@@ -48,7 +48,10 @@ def at(seconds: float) -> datetime:
 
 
 def make_task(
-    state: TaskState = QUEUED, *, max_attempts: int = 1, attempts_left: int | None = None
+    state: TaskState = QUEUED,
+    *,
+    max_attempts: int = 1,
+    attempts_left: int | None = None,
 ) -> Task:
     return Task(
         id="ocr-1",

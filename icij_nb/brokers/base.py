@@ -15,11 +15,28 @@ process, the embedded default) and ``amqp`` (RabbitMQ, icij-worker's protocol).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from icij_nb.model import ManagerEvent, Task, WorkerBroadcast
+
+
+async def _nothing_to_settle(rejected: Sequence[ManagerEvent]) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Events from workers, and how to settle them once the manager applied them.
+
+    ``settle(rejected)`` acknowledges the batch; the ``rejected`` events (unknown
+    task, say) are dead-lettered where the broker can keep them.
+    """
+
+    events: list[ManagerEvent]
+    settle: Callable[[Sequence[ManagerEvent]], Awaitable[None]] = _nothing_to_settle
 
 
 class Delivery(Protocol):
@@ -78,8 +95,12 @@ class Broker(abc.ABC):
         """Send a cancel or shutdown event to every worker."""
 
     @abc.abstractmethod
-    def manager_events(self) -> AsyncIterator[list[ManagerEvent]]:
-        """Events from workers, in arrival order, in batches; ends when closed."""
+    def manager_events(self) -> AsyncIterator[EventBatch]:
+        """Events from workers, in arrival order, in batches; ends when closed.
+
+        The manager settles each batch after applying it (and, with a durable
+        broker, after writing the store), so a crash loses no event.
+        """
 
     # -- worker side ----------------------------------------------------------
 

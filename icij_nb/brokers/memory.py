@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from icij_nb.app import App
-from icij_nb.brokers.base import Broker, Delivery
+from icij_nb.brokers.base import Broker, Delivery, EventBatch
 from icij_nb.errors import ManagerClosed, TaskQueueFull
 from icij_nb.model import CancelEvent, ManagerEvent, Task, WorkerBroadcast
 
@@ -160,7 +160,7 @@ class MemoryBroker(Broker):
         if self._closed:
             msg = "the memory broker is closed; connect() a new manager"
             raise ManagerClosed(msg)
-        for task in tasks:
+        for index, task in enumerate(tasks):
             queue = self._queue(task.group)
             if queue.cap is not None and queue.size >= queue.cap:
                 msg = (
@@ -168,17 +168,20 @@ class MemoryBroker(Broker):
                     "its max_task_queue_size); wait for workers to take some, start "
                     "a pool for it, or raise the cap"
                 )
-                raise TaskQueueFull(msg, group=task.group or "")
+                not_queued = tuple(t.id for t in tasks[index:])
+                raise TaskQueueFull(msg, group=task.group or "", not_queued=not_queued)
             queue.put(_Entry(task.snapshot()))
 
     async def broadcast(self, event: WorkerBroadcast) -> None:
-        if isinstance(event, CancelEvent):
-            for queue in self._queues.values():
-                queue.drop(event.task_id)
+        if isinstance(event, CancelEvent) and not event.requeue:
+            # Dropped from its queue, the task reaches no worker: telling them
+            # would only leave a stale cancel that kills a later retry of it.
+            if any(q.drop(event.task_id) for q in self._queues.values()):
+                return
         for subscriber in self._subscribers:
             subscriber.put_nowait(event)
 
-    async def manager_events(self) -> AsyncIterator[list[ManagerEvent]]:
+    async def manager_events(self) -> AsyncIterator[EventBatch]:
         while True:
             if not self._events:
                 if self._closed:
@@ -188,7 +191,7 @@ class MemoryBroker(Broker):
                 continue
             batch = list(self._events)
             self._events.clear()
-            yield batch
+            yield EventBatch(batch)
 
     def publish_event_nowait(self, event: ManagerEvent) -> None:
         """Publish without awaiting (the memory broker never blocks)."""

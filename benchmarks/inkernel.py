@@ -1,0 +1,464 @@
+"""In-kernel benchmark: icij_nb's memory broker and in-kernel pool against plain asyncio.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/inkernel.py [--tasks 20000] [--repeats 5] [--json out.json]
+
+Every figure is measured ``--repeats`` times in this one process and reported as the
+median (with min and max). icij_nb is compared with a baseline measured in the same
+run, on the same machine, interleaved with it, because these machines are noisy:
+the ratios are the figures to read, the absolute numbers move from run to run.
+
+Figures:
+
+- baseline async: an ``asyncio.Queue``, N consumer coroutines and a future per task;
+  the producer puts ``(item, future)`` for every task, a consumer awaits a no-op
+  coroutine and sets the future. Tasks/s from the first put to the last future done.
+- baseline sync: the same, the consumers running a sync no-op with
+  ``loop.run_in_executor`` on a ThreadPoolExecutor of N threads.
+- icij async / icij sync: ``tm.map(name, [{}] * tasks)`` then ``tm.gather(batch)``
+  from the main thread (the blocking API, as a notebook cell uses it), a pool of N
+  workers, a SQLite store file. A fresh manager per repeat; connect, start_pool and
+  close are not timed.
+- latency: sequential ``tm.submit("noop_async").result()`` with a pool of 1 worker,
+  against ``asyncio.run_coroutine_threadsafe`` into a loop thread that does queue put
+  -> consumer -> future result. p50 and p99 of each repeat; the medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import icij_nb as nb
+
+WORKERS = 4
+LATENCY_CALLS = 2_000
+WARMUP_TASKS = 1_000
+
+# Targets (see the benchmark's README): async throughput at least 10% of the plain
+# asyncio baseline and at least 15,000 tasks/s; sync at least 5,000 tasks/s; the
+# median sequential round trip at most 0.5 ms.
+TARGET_ASYNC_RATIO = 0.10
+TARGET_ASYNC_TPS = 15_000.0
+TARGET_SYNC_TPS = 5_000.0
+TARGET_P50_MS = 0.5
+
+
+# -- the app under test ---------------------------------------------------------------
+
+
+def make_app() -> nb.App:
+    app = nb.App("inkernel-bench")
+
+    @app.task
+    async def noop_async() -> None:
+        return None
+
+    @app.task
+    def noop_sync() -> None:
+        return None
+
+    return app
+
+
+# -- figures --------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    label: str
+    unit: str
+    target: str = ""
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "unit": self.unit,
+            "target": self.target,
+            "median": self.median,
+            "min": min(self.values),
+            "max": max(self.values),
+            "values": self.values,
+        }
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Collect before a measurement so one run's garbage is not paid by the next."""
+    gc.collect()
+    yield
+
+
+# -- baseline: plain asyncio ----------------------------------------------------------
+
+
+async def _noop() -> None:
+    return None
+
+
+def _sync_noop() -> None:
+    return None
+
+
+async def _baseline_throughput(n_tasks: int, workers: int, *, sync: bool) -> float:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, asyncio.Future[None]]] = asyncio.Queue()
+    executor = concurrent.futures.ThreadPoolExecutor(workers) if sync else None
+
+    async def consume() -> None:
+        while True:
+            _, future = await queue.get()
+            if executor is not None:
+                await loop.run_in_executor(executor, _sync_noop)
+            else:
+                await _noop()
+            future.set_result(None)
+
+    consumers = [asyncio.create_task(consume()) for _ in range(workers)]
+    if executor is not None:  # start the threads outside the timing
+        await asyncio.gather(
+            *(loop.run_in_executor(executor, _sync_noop) for _ in range(workers))
+        )
+    start = time.perf_counter()
+    futures = []
+    for item in range(n_tasks):
+        future: asyncio.Future[None] = loop.create_future()
+        queue.put_nowait((item, future))
+        futures.append(future)
+    await asyncio.gather(*futures)
+    elapsed = time.perf_counter() - start
+    for consumer in consumers:
+        consumer.cancel()
+    await asyncio.gather(*consumers, return_exceptions=True)
+    if executor is not None:
+        executor.shutdown()
+    return n_tasks / elapsed
+
+
+def baseline_throughput(n_tasks: int, *, sync: bool) -> float:
+    with quiet_gc():
+        return asyncio.run(_baseline_throughput(n_tasks, WORKERS, sync=sync))
+
+
+def baseline_latency(calls: int) -> list[float]:
+    """Seconds per round trip: main thread -> loop thread queue -> consumer -> back."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    thread = threading.Thread(
+        target=lambda: (loop.call_soon(ready.set), loop.run_forever()), daemon=True
+    )
+    thread.start()
+    ready.wait()
+
+    async def setup() -> asyncio.Queue[asyncio.Future[None]]:
+        queue: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+
+        async def consume() -> None:
+            while True:
+                future = await queue.get()
+                await _noop()
+                future.set_result(None)
+
+        consumer = asyncio.create_task(consume())
+        consumers.append(consumer)
+        return queue
+
+    consumers: list[asyncio.Task[None]] = []
+    queue = asyncio.run_coroutine_threadsafe(setup(), loop).result()
+
+    async def round_trip() -> None:
+        future: asyncio.Future[None] = loop.create_future()
+        queue.put_nowait(future)
+        await future
+
+    samples = []
+    with quiet_gc():
+        for _ in range(calls):
+            start = time.perf_counter()
+            asyncio.run_coroutine_threadsafe(round_trip(), loop).result()
+            samples.append(time.perf_counter() - start)
+
+    async def teardown() -> None:
+        consumers[0].cancel()
+        await asyncio.gather(consumers[0], return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(teardown(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+    return samples
+
+
+# -- icij_nb --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def manager(app: nb.App, store: Path, *, workers: int) -> Iterator[nb.TaskManager]:
+    tm = nb.connect(app, store=store)
+    try:
+        tm.start_pool(None, workers=workers)
+        yield tm
+    finally:
+        tm.close()
+
+
+def stored_done(store: Path) -> int:
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM tasks WHERE state = 'DONE'").fetchone()
+    return int(count)
+
+
+def icij_throughput(app: nb.App, name: str, n_tasks: int, store: Path) -> float:
+    args = [{}] * n_tasks
+    with manager(app, store, workers=WORKERS) as tm, quiet_gc():
+        start = time.perf_counter()
+        batch = tm.map(name, args)
+        results = tm.gather(batch)
+        elapsed = time.perf_counter() - start
+    if len(results) != n_tasks or any(r is not None for r in results):
+        raise RuntimeError(f"{name}: wrong results from gather")
+    done = stored_done(store)
+    if done != n_tasks:
+        raise RuntimeError(f"{name}: the store holds {done} DONE rows, not {n_tasks}")
+    return n_tasks / elapsed
+
+
+def icij_latency(app: nb.App, calls: int, store: Path) -> list[float]:
+    samples = []
+    with manager(app, store, workers=1) as tm, quiet_gc():
+        for _ in range(calls):
+            start = time.perf_counter()
+            tm.submit("noop_async").result()
+            samples.append(time.perf_counter() - start)
+    return samples
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    figures: dict[str, Figure]
+    manager_per_repeat: str = "fresh (connect, start_pool and close not timed)"
+
+    def __getitem__(self, key: str) -> Figure:
+        return self.figures[key]
+
+
+def make_figures() -> dict[str, Figure]:
+    return {
+        "baseline_async": Figure("baseline async (asyncio.Queue)", "tasks/s"),
+        "icij_async": Figure(
+            "icij_nb async (map+gather)",
+            "tasks/s",
+            f">= {TARGET_ASYNC_TPS:,.0f} and >= {TARGET_ASYNC_RATIO:.0%} of baseline",
+        ),
+        "baseline_sync": Figure("baseline sync (run_in_executor)", "tasks/s"),
+        "icij_sync": Figure(
+            "icij_nb sync (map+gather)", "tasks/s", f">= {TARGET_SYNC_TPS:,.0f}"
+        ),
+        "baseline_p50": Figure("baseline round trip p50", "ms"),
+        "baseline_p99": Figure("baseline round trip p99", "ms"),
+        "icij_p50": Figure(
+            "icij_nb submit().result() p50", "ms", f"<= {TARGET_P50_MS} ms"
+        ),
+        "icij_p99": Figure("icij_nb submit().result() p99", "ms"),
+    }
+
+
+def run(n_tasks: int, repeats: int, log: Callable[[str], None]) -> Results:
+    app = make_app()
+    figures = make_figures()
+    with tempfile.TemporaryDirectory(prefix="icij_nb-bench-") as tmp:
+        # Warm up: start the runtime thread, import lazily loaded code, fill caches.
+        icij_throughput(app, "noop_async", WARMUP_TASKS, Path(tmp, "warm-a.sqlite3"))
+        icij_throughput(app, "noop_sync", WARMUP_TASKS, Path(tmp, "warm-s.sqlite3"))
+        baseline_throughput(WARMUP_TASKS, sync=False)
+        for index in range(repeats):
+            # Interleaved, so a slow spell of the machine hits both sides alike.
+            run_dir = Path(tmp, f"r{index}")
+            run_dir.mkdir()
+            figures["baseline_async"].values.append(
+                baseline_throughput(n_tasks, sync=False)
+            )
+            figures["icij_async"].values.append(
+                icij_throughput(app, "noop_async", n_tasks, run_dir / "a.sqlite3")
+            )
+            figures["baseline_sync"].values.append(
+                baseline_throughput(n_tasks, sync=True)
+            )
+            figures["icij_sync"].values.append(
+                icij_throughput(app, "noop_sync", n_tasks, run_dir / "s.sqlite3")
+            )
+            base = baseline_latency(LATENCY_CALLS)
+            ours = icij_latency(app, LATENCY_CALLS, run_dir / "l.sqlite3")
+            for key, samples in (("baseline", base), ("icij", ours)):
+                figures[f"{key}_p50"].values.append(percentile(samples, 0.50) * 1e3)
+                figures[f"{key}_p99"].values.append(percentile(samples, 0.99) * 1e3)
+            log(
+                f"repeat {index + 1}/{repeats}: async "
+                f"{figures['icij_async'].values[-1]:,.0f} vs "
+                f"{figures['baseline_async'].values[-1]:,.0f} tasks/s, sync "
+                f"{figures['icij_sync'].values[-1]:,.0f} vs "
+                f"{figures['baseline_sync'].values[-1]:,.0f} tasks/s, p50 "
+                f"{figures['icij_p50'].values[-1]:.3f} vs "
+                f"{figures['baseline_p50'].values[-1]:.3f} ms"
+            )
+    return Results(figures)
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def verdicts(results: Results) -> dict[str, dict[str, Any]]:
+    async_ratio = results["icij_async"].median / results["baseline_async"].median
+    sync_ratio = results["icij_sync"].median / results["baseline_sync"].median
+    p50 = results["icij_p50"].median
+    return {
+        "icij async / baseline async": {
+            "value": async_ratio,
+            "target": f">= {TARGET_ASYNC_RATIO:.2f}",
+            "met": async_ratio >= TARGET_ASYNC_RATIO,
+        },
+        "icij async tasks/s": {
+            "value": results["icij_async"].median,
+            "target": f">= {TARGET_ASYNC_TPS:,.0f}",
+            "met": results["icij_async"].median >= TARGET_ASYNC_TPS,
+        },
+        "icij sync / baseline sync": {
+            "value": sync_ratio,
+            "target": "(reported)",
+            "met": None,
+        },
+        "icij sync tasks/s": {
+            "value": results["icij_sync"].median,
+            "target": f">= {TARGET_SYNC_TPS:,.0f}",
+            "met": results["icij_sync"].median >= TARGET_SYNC_TPS,
+        },
+        "icij p50 / baseline p50": {
+            "value": p50 / results["baseline_p50"].median,
+            "target": "(reported)",
+            "met": None,
+        },
+        "icij p50 ms": {
+            "value": p50,
+            "target": f"<= {TARGET_P50_MS}",
+            "met": p50 <= TARGET_P50_MS,
+        },
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None,
+        "icij_nb": getattr(nb, "__version__", "?"),
+    }
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:,.0f}" if unit == "tasks/s" else f"{value:.3f}"
+
+
+def report(results: Results, info: dict[str, Any], params: dict[str, Any]) -> str:
+    lines = [
+        f"icij_nb in-kernel benchmark, {info['date']}",
+        f"machine: {info['cpu_count']} CPUs ({info['usable_cpus']} usable), "
+        f"{info['implementation']} {info['python']}, {info['platform']}",
+        f"tasks per throughput run: {params['tasks']:,}; latency calls: "
+        f"{params['latency_calls']:,}; repeats: {params['repeats']}; "
+        f"workers: {WORKERS} (latency: 1); store: SQLite file; "
+        f"manager: {results.manager_per_repeat}",
+        "",
+        f"{'figure':<34} {'unit':>8} {'median':>10} {'min':>10} {'max':>10}  target",
+        "-" * 100,
+    ]
+    for figure in results.figures.values():
+        lines.append(
+            f"{figure.label:<34} {figure.unit:>8} "
+            f"{_fmt(figure.median, figure.unit):>10} "
+            f"{_fmt(min(figure.values), figure.unit):>10} "
+            f"{_fmt(max(figure.values), figure.unit):>10}  {figure.target}"
+        )
+    lines += ["", f"{'ratio / check (of medians)':<34} {'value':>10}  target", "-" * 70]
+    for name, verdict in verdicts(results).items():
+        met = verdict["met"]
+        mark = "" if met is None else ("  MET" if met else "  MISSED")
+        value = verdict["value"]
+        shown = f"{value:,.0f}" if value >= 100 else f"{value:.3f}"
+        lines.append(f"{name:<34} {shown:>10}  {verdict['target']}{mark}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    options = parser.parse_args(argv)
+    if options.tasks < 1 or options.repeats < 1:
+        parser.error("--tasks and --repeats must be >= 1")
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    info = machine()
+    params = {
+        "tasks": options.tasks,
+        "repeats": options.repeats,
+        "workers": WORKERS,
+        "latency_calls": LATENCY_CALLS,
+    }
+    started = time.perf_counter()
+    results = run(options.tasks, options.repeats, log)
+    log(f"benchmark took {time.perf_counter() - started:.1f}s")
+    print(report(results, info, params))
+    if options.json is not None:
+        payload = {
+            "machine": info,
+            "params": {**params, "manager": results.manager_per_repeat},
+            "figures": {k: f.as_dict() for k, f in results.figures.items()},
+            "checks": verdicts(results),
+        }
+        options.json.write_text(json.dumps(payload, indent=2) + "\n")
+        log(f"results written to {options.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
