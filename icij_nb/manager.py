@@ -24,6 +24,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import threading
 import uuid
 import weakref
 from collections import Counter
@@ -57,6 +58,7 @@ from icij_nb.model import (
     utcnow,
 )
 from icij_nb.pools import InKernelPool
+from icij_nb.process_pool import ProcessPool
 from icij_nb.runtime import Runtime, get_runtime
 from icij_nb.store import TaskStore
 
@@ -95,11 +97,12 @@ class TaskManager:
         self._counts: Counter[TaskState] = Counter()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._listeners: list[Listener] = []
-        self._pools: list[InKernelPool] = []
+        self._pools: list[InKernelPool | ProcessPool] = []
         self._checked_calls: set[tuple[str, frozenset[str]]] = set()
         self._consumer: asyncio.Task[None] | None = None
         self._closed = False
         self._started = False
+        self._pid = os.getpid()
 
     # -- life -------------------------------------------------------------------
 
@@ -140,7 +143,10 @@ class TaskManager:
         self._closed = True
         _OPEN.discard(self)
         for pool in list(self._pools):
-            await pool._stop(finish_running=False)
+            if isinstance(pool, ProcessPool):
+                await asyncio.to_thread(pool.stop)
+            else:
+                await pool._stop(finish_running=False)
         if self._consumer is not None:
             self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
@@ -337,20 +343,33 @@ class TaskManager:
                 raise InvalidArguments(msg)
             task.state = TaskState.QUEUED
             tasks.append(task)
+        # Tracked before publishing: a worker may answer before publish returns.
+        for task in tasks:
+            self._track(task)
         try:
             await self.broker.publish_tasks(tasks)
         except BrokerError as exc:
             # Keep the record of what was queued; the error names what was not.
             lost = set(exc.not_queued)
+            for task_id in lost:
+                self._untrack(task_id)
             self._record_new([p for p in prepared if p[0].id not in lost])
+            raise
+        except BaseException:
+            for task in tasks:
+                self._untrack(task.id)
             raise
         self._record_new(prepared)
 
     def _record_new(self, prepared: Sequence[tuple[Task, str]]) -> None:
         for task, args_json in prepared:
-            self._track(task)
             self.store.put(task, args_json=args_json)
         self._notify([t for t, _ in prepared])
+
+    def _untrack(self, task_id: str) -> None:
+        task = self._tasks.pop(task_id, None)
+        if task is not None:
+            self._counts[task.state] -= 1
 
     def _track(self, task: Task) -> None:
         old = self._tasks.get(task.id)
@@ -788,17 +807,29 @@ class TaskManager:
         group: str | None = None,
         *,
         workers: int = 1,
+        processes: bool = False,
         progress_interval_s: float = 0.2,
-    ) -> InKernelPool:
-        """Start an in-kernel pool of ``workers`` serving ``group``.
+    ) -> InKernelPool | ProcessPool:
+        """Start a pool of ``workers`` serving ``group``.
 
-        Async tasks run on the runtime loop; sync ones in the pool's threads.
+        Args:
+            group: the group whose queue the pool serves (None: ungrouped tasks).
+            workers: how many tasks run at once.
+            processes: run each worker in its own process on this machine (needs
+                RabbitMQ); tasks defined in notebook cells run there unchanged.
+                By default workers run in this kernel: async tasks on the runtime
+                loop, sync ones in the pool's threads.
+            progress_interval_s: the least time between two progress reports of
+                one task.
 
         Raises:
             UnknownGroup: no such group in the app.
+            ConfigError: ``processes=True`` with the in-process broker.
         """
         self._check_open()
         self.app.group(group)
+        if processes:
+            return self._start_process_pool(group, workers)
         pool = InKernelPool(
             self.app,
             self.broker,
@@ -812,9 +843,22 @@ class TaskManager:
         self._pools.append(pool)
         return pool
 
+    def _start_process_pool(self, group: str | None, workers: int) -> ProcessPool:
+        self.broker.for_another_process()  # fails early for the memory broker
+        process_pool = ProcessPool(
+            self.app,
+            lambda app: self.broker.for_another_process(),
+            group=group,
+            processes=workers,
+            on_stop=self._pools.remove,
+        )
+        process_pool.start()
+        self._pools.append(process_pool)
+        return process_pool
+
     @property
-    def pools(self) -> list[InKernelPool]:
-        """The in-kernel pools running now."""
+    def pools(self) -> list[InKernelPool | ProcessPool]:
+        """The pools running now, in-kernel and process ones."""
         return list(self._pools)
 
 
@@ -851,10 +895,17 @@ def _html(text: str) -> str:
 _OPEN: weakref.WeakSet[TaskManager] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_open_managers() -> None:
     for manager in list(_OPEN):
+        if manager._pid != os.getpid():  # a forked worker process: not ours
+            continue
         try:
             manager.close(timeout_s=10.0)
         except (Exception, concurrent.futures.TimeoutError):
             logger.exception("closing %r at exit failed", manager)
+
+
+# Not atexit: by then concurrent.futures has stopped every thread executor, the
+# store's too, so close() would fail. threading's exit hooks run first (the latest
+# registered first). The hook is private, but there since Python 3.9.
+getattr(threading, "_register_atexit", atexit.register)(_close_open_managers)

@@ -43,7 +43,7 @@ class InKernelPool:
         *,
         group: str | None,
         workers: int,
-        runtime: Runtime,
+        runtime: Runtime | None,
         progress_interval_s: float = 0.2,
         on_stop: Callable[[InKernelPool], None] | None = None,
     ) -> None:
@@ -77,6 +77,8 @@ class InKernelPool:
         self._listener: asyncio.Task[None] | None = None
         self._on_stop = on_stop
         self._stopped = False
+        self._stopping: asyncio.Future[None] | None = None
+        self.ended = asyncio.Event()
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else f"running={self.running}"
@@ -128,8 +130,9 @@ class InKernelPool:
                 self._cancels.hear(event)
                 if self._cancels.shutdown.is_set():
                     logger.info("pool %r: shutdown requested", self.group)
-                    self._runtime.spawn(
-                        self._stop(finish_running=False), what="pool stop"
+                    # Not awaited here: stopping cancels this very listener.
+                    self._stopping = asyncio.ensure_future(
+                        self._stop(finish_running=False)
                     )
                     return
 
@@ -143,7 +146,7 @@ class InKernelPool:
                 by default they are stopped and requeued, so another pool takes them.
             timeout_s: how long to wait for running tasks when finishing them.
         """
-        self._runtime.run(
+        self._require_runtime().run(
             self._stop(finish_running=finish_running, timeout_s=timeout_s)
         )
 
@@ -151,7 +154,7 @@ class InKernelPool:
         self, *, finish_running: bool = False, timeout_s: float | None = 60.0
     ) -> None:
         """Awaitable twin of :meth:`stop`."""
-        await self._runtime.wrap(
+        await self._require_runtime().wrap(
             self._stop(finish_running=finish_running, timeout_s=timeout_s)
         )
 
@@ -183,6 +186,13 @@ class InKernelPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._on_stop is not None:
             self._on_stop(self)
+        self.ended.set()
+
+    def _require_runtime(self) -> Runtime:
+        if self._runtime is None:
+            msg = "this pool runs on its own loop (a worker process); await _stop()"
+            raise ConfigError(msg)
+        return self._runtime
 
     def _check_running(self) -> None:
         if self._stopped:

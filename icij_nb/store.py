@@ -30,14 +30,16 @@ from typing import Any, Final
 
 import pandas as pd
 
-from icij_nb.errors import StoreError
+from icij_nb.errors import StoreError, UnknownTask
 from icij_nb.model import ErrorRecord, StackFrame, Task, TaskState, utcnow
 
 logger = logging.getLogger(__name__)
 
 MEMORY: Final = ":memory:"
 SCHEMA_VERSION: Final = 1
-#: a manager silent for this long is taken for dead, whatever its pid says
+#: how often a manager writes its heartbeat, even with nothing else to write
+HEARTBEAT_S: Final = 10.0
+#: a manager of another machine silent for this long is taken for dead
 STALE_AFTER: Final = timedelta(seconds=60)
 
 _SCHEMA = """
@@ -135,6 +137,12 @@ def _iso(value: datetime | None) -> str | None:
 
 def _parse_dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _result_json(task: Task) -> str:
+    # Rows are built on the runtime loop, and most results are None: skip the
+    # encoder for it (json.dumps(None) costs about a microsecond per row).
+    return "null" if task.result is None else json.dumps(task.result)
 
 
 def default_store_path(app_name: str) -> Path:
@@ -266,11 +274,17 @@ class TaskStore:
         wake = self._wake
         if wake is None:  # pragma: no cover - set in open()
             return
+        loop = asyncio.get_running_loop()
+        last_beat = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._flush_interval_s)
             wake.clear()
             try:
+                if loop.time() - last_beat > HEARTBEAT_S:
+                    # Managers on other machines are judged by this heartbeat.
+                    await self._in_thread(self._write, [], [])
+                    last_beat = loop.time()
                 await self.flush()
             except StoreError:
                 logger.exception("task store %s: write failed; will retry", self.path)
@@ -311,7 +325,7 @@ class TaskStore:
             _iso(t.started_at),
             _iso(t.completed_at),
             t.worker_id,
-            json.dumps(t.result) if t.has_result else None,
+            _result_json(t) if t.has_result else None,
             int(t.has_result),
             self.manager_id,
         )
@@ -349,24 +363,7 @@ class TaskStore:
         return result
 
     def _load(self, task_id: str) -> Task | None:
-        db = self._require_db()
-        row = db.execute(
-            "SELECT id, name, grp, state, progress, args, max_attempts, "
-            "attempts_left, attempts, created_at, started_at, completed_at, "
-            "worker_id, result, has_result FROM tasks WHERE id = ?",
-            (task_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        errors = [
-            _error_from_row(r)
-            for r in db.execute(
-                "SELECT name, message, cause, stacktrace, created_at FROM errors "
-                "WHERE task_id = ? ORDER BY seq",
-                (task_id,),
-            )
-        ]
-        return _task_from_row(row, errors)
+        return _load_task(self._require_db(), task_id)
 
     async def frame(self) -> pd.DataFrame:
         """All stored tasks as a DataFrame with :data:`FRAME_COLUMNS`."""
@@ -448,6 +445,63 @@ class TaskStore:
         return changed
 
 
+def _load_task(db: sqlite3.Connection, task_id: str) -> Task | None:
+    row = db.execute(
+        "SELECT id, name, grp, state, progress, args, max_attempts, "
+        "attempts_left, attempts, created_at, started_at, completed_at, "
+        "worker_id, result, has_result FROM tasks WHERE id = ?",
+        (task_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    errors = [
+        _error_from_row(r)
+        for r in db.execute(
+            "SELECT name, message, cause, stacktrace, created_at FROM errors "
+            "WHERE task_id = ? ORDER BY seq",
+            (task_id,),
+        )
+    ]
+    return _task_from_row(row, errors)
+
+
+def _read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True, timeout=5)
+    except sqlite3.DatabaseError as exc:
+        msg = f"cannot read the task store {os.fspath(path)!r}: {exc}"
+        raise StoreError(msg) from exc
+
+
+def read_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The tasks of a store file as a DataFrame, read-only (for the CLI)."""
+    db = _read_only(path)
+    try:
+        return build_frame(db.execute(_FRAME_QUERY).fetchall())
+    except sqlite3.DatabaseError as exc:
+        msg = f"cannot read the task store {os.fspath(path)!r}: {exc}"
+        raise StoreError(msg) from exc
+    finally:
+        db.close()
+
+
+def read_task(path: str | os.PathLike[str], task_id: str) -> Task:
+    """One task of a store file, read-only.
+
+    Raises:
+        UnknownTask: no task with that id in the store.
+    """
+    db = _read_only(path)
+    try:
+        task = _load_task(db, task_id)
+    finally:
+        db.close()
+    if task is None:
+        msg = f"no task with id {task_id!r} in {os.fspath(path)!r}"
+        raise UnknownTask(msg, task_id=task_id)
+    return task
+
+
 def _gone_managers(db: sqlite3.Connection, me: str | None) -> set[str]:
     host = socket.gethostname()
     now = utcnow()
@@ -457,9 +511,12 @@ def _gone_managers(db: sqlite3.Connection, me: str | None) -> set[str]:
     ):
         if manager_id == me:
             continue
-        stale = now - datetime.fromisoformat(heartbeat) > STALE_AFTER
-        dead_here = m_host == host and not _pid_alive(pid)
-        if stale or dead_here:
+        if m_host == host:
+            # On this machine the process table is the truth: a manager busy for
+            # minutes without writing is alive, a killed kernel is not.
+            if not _pid_alive(pid):
+                gone.add(manager_id)
+        elif now - datetime.fromisoformat(heartbeat) > STALE_AFTER:
             gone.add(manager_id)
     # Rows of managers that left no trace at all (closed without cleanup).
     for (manager_id,) in db.execute(

@@ -36,8 +36,11 @@ if ! installed; then
         echo "Creating $venv with ${requirements[*]}" >&2
         rm -rf "$venv"
         python3 -m venv "$venv" >&2
+        # The grep drops pip's notes about package mirrors that lack a name; pipefail
+        # keeps pip's exit status.
         "$venv/bin/python" -m pip install --disable-pip-version-check -q \
-            "${requirements[@]}" >&2
+            "${requirements[@]}" 2>&1 \
+            | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
         # Fail here rather than in a test when the AMQP task manager cannot import
         # (icij_worker's __init__ swallows that ImportError).
         "$venv/bin/python" -c 'from icij_worker.task_manager.amqp import AMQPTaskManager' >&2

@@ -45,7 +45,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
 
-from icij_nb.testing import wait_until
+from icij_nb.testing import wait_until, wait_until_async
 
 T = TypeVar("T")
 
@@ -127,7 +127,10 @@ def require_rabbitmq(broker: RabbitMQ) -> None:
         return
     if os.environ.get("ICIJ_NB_REQUIRE_RABBITMQ") == "1":
         pytest.fail(f"{reason}, and ICIJ_NB_REQUIRE_RABBITMQ=1", pytrace=False)
-    pytest.skip(f"{reason}; set ICIJ_NB_TEST_AMQP_URL / _MANAGEMENT_URL or run it")
+    pytest.skip(
+        f"{reason}; start RabbitMQ (scripts/test does) or point "
+        "ICIJ_NB_TEST_AMQP_URL and ICIJ_NB_TEST_AMQP_MANAGEMENT_URL at one"
+    )
 
 
 @dataclass
@@ -221,8 +224,24 @@ class Vhost:
         *,
         what: str = "condition",
     ) -> T:
-        """Poll ``cond`` (typically a view of this vhost) until it is truthy."""
+        """Poll ``cond`` (typically a view of this vhost) until it is truthy.
+
+        Blocking: in an ``async def`` test use :meth:`wait_until_async`.
+        """
         return wait_until(cond, timeout_s=timeout_s, interval_s=0.1, what=what)
+
+    async def wait_until_async(
+        self,
+        cond: Callable[[], T],
+        timeout_s: float = 15.0,
+        *,
+        what: str = "condition",
+    ) -> T:
+        """Twin of :meth:`wait_until` for async tests: it lets the loop run (a
+        blocking wait would freeze the test's own consumers)."""
+        return await wait_until_async(
+            cond, timeout_s=timeout_s, interval_s=0.1, what=what
+        )
 
     def __repr__(self) -> str:
         return f"<Vhost {self.name!r} {_hide_password(self.amqp_url)}>"

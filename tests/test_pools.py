@@ -40,14 +40,12 @@ def test_sync_tasks_run_in_threads_never_on_the_runtime_loop(app, make_manager):
 
 
 def test_an_awaiting_async_task_does_not_block_the_others(app, make_manager):
-    other_done = threading.Event()
+    other_done = asyncio.Event()  # both tasks run on the runtime loop
 
     @app.task
     async def waits_for_other() -> str:
-        # Awaits until the other task has run; it would never see it if awaiting
-        # blocked the pool.
-        while not other_done.is_set():
-            await asyncio.sleep(0.005)
+        # It would wait forever if an awaiting task blocked the pool.
+        await asyncio.wait_for(other_done.wait(), 10)
         return "saw the other"
 
     @app.task

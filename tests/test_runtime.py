@@ -81,6 +81,8 @@ def test_blocking_call_in_a_subscriber_raises_a_clear_error(app, make_manager):
 
 SCRIPT = """
 import asyncio
+import sys
+import threading
 import icij_nb as nb
 from icij_nb.testing import wait_until
 
@@ -90,11 +92,25 @@ app = nb.App("interrupted")
 async def forever() -> None:
     await asyncio.sleep(3600)
 
+def blocked_in_gather() -> bool:
+    # True once the main thread waits inside TaskManager.gather: only then may the
+    # test interrupt it (earlier, the interrupt would miss the try block).
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    names = set()
+    while frame is not None:
+        names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return {{"gather", "result"}} <= names
+
+def announce() -> None:
+    wait_until(blocked_in_gather, timeout_s=10, interval_s=0.001)
+    print("waiting", flush=True)
+
 tm = nb.connect(app, store=":memory:")
 tm.start_pool(None, workers=1)
 handle = tm.submit("forever")
 wait_until(lambda: handle.state is nb.TaskState.RUNNING, timeout_s=10)
-print("waiting", flush=True)
+threading.Thread(target=announce, daemon=True).start()
 try:
     tm.gather([handle], timeout_s=60, cancel_on_interrupt={cancel})
 except KeyboardInterrupt:
@@ -131,4 +147,5 @@ def test_ctrl_c_during_a_blocking_gather_stops_the_wait(cancel_on_interrupt, sta
             proc.wait()
 
     assert proc.returncode == 0, err
+    assert "Traceback" not in err
     assert out.splitlines() == ["interrupted", f"state {state}", "closed"]

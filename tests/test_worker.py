@@ -186,9 +186,7 @@ def test_max_retries_given_at_submit_overrides_the_task_setting(
 # -- timeouts ----------------------------------------------------------------------
 
 
-def test_async_task_past_its_timeout_ends_in_error_with_task_timeout(
-    app, make_manager
-):
+def test_async_task_past_its_timeout_ends_in_error_with_task_timeout(app, make_manager):
     @app.task(timeout_s=0.2)
     async def sleepy() -> None:
         await asyncio.sleep(60)

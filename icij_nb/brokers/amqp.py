@@ -157,12 +157,12 @@ class AmqpBroker(Broker):
         self.app = app
         self.url = url or os.environ.get(ENV_URL) or DEFAULT_URL
         self.vhost = vhost_of(self.url)
-        self._management = ManagementApi(
+        self._management_url = (
             management_url
             or os.environ.get(ENV_MANAGEMENT_URL)
-            or management_url_for(self.url),
-            self.vhost,
+            or management_url_for(self.url)
         )
+        self._management = ManagementApi(self._management_url, self.vhost)
         self.set_policies = set_policies
         self.observe_only = observe_only
         self.prefetch = prefetch
@@ -176,6 +176,17 @@ class AmqpBroker(Broker):
         state = "connected" if self._connection is not None else "not connected"
         mode = " observe-only" if self.observe_only else ""
         return f"<AmqpBroker {mask_url(self.url)}{mode} {state}>"
+
+    def for_another_process(self) -> AmqpBroker:
+        """A new, unstarted broker with the same URL and settings."""
+        return AmqpBroker(
+            self.app,
+            self.url,
+            management_url=self._management_url,
+            set_policies=self.set_policies,
+            prefetch=self.prefetch,
+            connection_timeout_s=self.connection_timeout_s,
+        )
 
     # -- connection and topology --------------------------------------------------
 

@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from icij_nb.errors import ConfigError
 from icij_nb.model import ManagerEvent, Task, WorkerBroadcast
 
 
@@ -122,6 +123,19 @@ class Broker(abc.ABC):
         self, *, worker_id: str
     ) -> AbstractAsyncContextManager[AsyncIterator[WorkerBroadcast]]:
         """Receive cancel and shutdown events addressed to every worker."""
+
+    def for_another_process(self) -> Broker:
+        """A new, unstarted broker with the same settings, for a worker process.
+
+        Raises:
+            ConfigError: this broker lives in one process only (memory).
+        """
+        msg = (
+            f"worker processes cannot reach the {self.kind} broker: it lives in this "
+            "process. Connect to RabbitMQ (nb.connect(app, broker='amqp://...')) for "
+            "process pools, or start an in-kernel pool (processes=False)."
+        )
+        raise ConfigError(msg)
 
     # -- introspection --------------------------------------------------------
 

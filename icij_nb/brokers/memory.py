@@ -173,11 +173,14 @@ class MemoryBroker(Broker):
             queue.put(_Entry(task.snapshot()))
 
     async def broadcast(self, event: WorkerBroadcast) -> None:
-        if isinstance(event, CancelEvent) and not event.requeue:
-            # Dropped from its queue, the task reaches no worker: telling them
-            # would only leave a stale cancel that kills a later retry of it.
-            if any(q.drop(event.task_id) for q in self._queues.values()):
-                return
+        # Dropped from its queue, a cancelled task reaches no worker: telling them
+        # would only leave a stale cancel that kills a later retry of it.
+        if (
+            isinstance(event, CancelEvent)
+            and not event.requeue
+            and any(q.drop(event.task_id) for q in self._queues.values())
+        ):
+            return
         for subscriber in self._subscribers:
             subscriber.put_nowait(event)
 

@@ -167,10 +167,11 @@ def encode_task(task: Task) -> bytes:
     Raises:
         WireError: the args cannot travel as JSON, or the body would be too large.
     """
-    if not isinstance(task.args, dict):
-        msg = f"task {task.id!r}: args must be a dict, got {type(task.args).__name__}"
+    args: object = task.args  # typed as a dict, but it comes from users
+    if not isinstance(args, dict):
+        msg = f"task {task.id!r}: args must be a dict, got {type(args).__name__}"
         raise WireError(msg)
-    _check_json(task.args, f"task {task.id!r}", "args")
+    _check_json(args, f"task {task.id!r}", "args")
     state = TaskState(task.state)
     message: dict[str, Any] = {
         "id": task.id,
@@ -209,11 +210,12 @@ def encode_event(event: ManagerEvent) -> bytes:
 
 def encode_broadcast(event: WorkerBroadcast) -> bytes:
     """The message for a cancel or shutdown broadcast (PROTOCOL.md §2.9-2.10)."""
-    if isinstance(event, CancelEvent):
-        message = _event_head(event.task_id, event.created_at)
-        message["requeue"] = bool(event.requeue)
-    elif isinstance(event, ShutdownEvent):
-        message = {"createdAt": format_datetime(event.created_at)}
+    kind: object = event  # typed as a broadcast, but checked: anything may come in
+    if isinstance(kind, CancelEvent):
+        message = _event_head(kind.task_id, kind.created_at)
+        message["requeue"] = bool(kind.requeue)
+    elif isinstance(kind, ShutdownEvent):
+        message = {"createdAt": format_datetime(kind.created_at)}
     else:
         msg = f"not a worker broadcast: {type(event).__name__}"
         raise WireError(msg)
@@ -314,16 +316,14 @@ def _finite_float(text: str) -> float:
 
 def _parse_json(text: str) -> Any:
     """Parse JSON text; ValueError or RecursionError on anything wrong."""
-    value = json.loads(
-        text, parse_constant=_reject_constant, parse_float=_finite_float
-    )
+    value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         msg = "a string holds a lone UTF-16 surrogate escape, which is not Unicode"
         raise ValueError(msg)
     return value
 
 
-def _load_object(body: object, kind: str) -> dict[str, Any]:
+def _load_object(body: object, kind: str) -> _Fields:
     """The JSON object in ``body``, or WireError saying why there is none."""
     if not isinstance(body, bytes | bytearray | memoryview):
         msg = f"invalid {kind} message: the body must be bytes, got {type(body)}"
@@ -350,29 +350,33 @@ def _load_object(body: object, kind: str) -> dict[str, Any]:
         raise WireError(msg) from None
     except ValueError as exc:
         msg = (
-            f"invalid {kind} message: the body is not valid JSON ({_clip(str(exc))}); "
+            f"invalid {kind} message: the body is not valid JSON "
+            f"({_clip(str(exc), 120)}); "
             f"it starts with {_preview(data)}"
         )
         raise WireError(msg) from None
     if not isinstance(value, dict):
-        msg = f"invalid {kind} message: the body must be a JSON object, got {_describe(value)}"
+        msg = (
+            f"invalid {kind} message: the body must be a JSON object, got "
+            f"{_describe(value)}"
+        )
         raise WireError(msg)
-    return value
+    deep = text.count("[") + text.count("{") > MAX_VALUE_DEPTH
+    return _Fields(value, kind, deep=deep)
 
 
-def _message_type(obj: dict[str, Any], kind: str, allowed: Iterable[str]) -> str:
-    tag = obj.get(TYPE_KEY)
-    allowed = tuple(allowed)
+def _message_type(fields: _Fields, allowed: tuple[str, ...]) -> tuple[str, _Fields]:
+    """The ``@type`` of the message, and its fields named after it in errors."""
+    tag = fields.raw(TYPE_KEY)
     if isinstance(tag, str) and tag in allowed:
-        return tag
+        return tag, fields.renamed(tag)
     expected = ", ".join(repr(a) for a in allowed)
     if tag is None:
-        msg = f"invalid {kind} message: no '@type' key (expected one of {expected})"
-    else:
-        msg = (
-            f"invalid {kind} message: '@type' is {_describe(tag)}, expected one of "
-            f"{expected}; was it published to the wrong exchange or queue?"
-        )
+        fields.missing(TYPE_KEY, f"one of {expected}")
+    msg = (
+        f"invalid {fields.kind} message: '@type' must be one of {expected}, got "
+        f"{_describe(tag)}; was it published to the wrong exchange or queue?"
+    )
     raise WireError(msg)
 
 
@@ -386,12 +390,21 @@ class _Fields:
     (icij-worker leaves nulls out, so both mean "not set").
     """
 
-    __slots__ = ("_kind", "_obj", "_prefix")
+    __slots__ = ("_deep", "_kind", "_obj", "_prefix")
 
-    def __init__(self, obj: dict[str, Any], kind: str, prefix: str = "") -> None:
+    def __init__(
+        self, obj: dict[str, Any], kind: str, prefix: str = "", *, deep: bool = True
+    ) -> None:
         self._obj = obj
         self._kind = kind
         self._prefix = prefix
+        # False when the body has too few brackets to nest too deep: skips a walk.
+        self._deep = deep
+
+    @property
+    def kind(self) -> str:
+        """What the message is ("Task", "ErrorEvent"...), as errors name it."""
+        return self._kind
 
     def raw(self, key: str) -> Any:
         value = self._obj.get(key)
@@ -408,14 +421,17 @@ class _Fields:
         )
         raise WireError(msg)
 
+    def missing(self, key: str, expected: str) -> NoReturn:
+        msg = (
+            f"invalid {self._kind} message: {self._prefix + key!r} is missing "
+            f"(expected {expected})"
+        )
+        raise WireError(msg)
+
     def required(self, key: str, expected: str) -> Any:
         value = self.raw(key)
         if value is None:
-            msg = (
-                f"invalid {self._kind} message: {self._prefix + key!r} is missing "
-                f"(expected {expected})"
-            )
-            raise WireError(msg)
+            self.missing(key, expected)
         return value
 
     def text(self, key: str) -> str:
@@ -473,12 +489,20 @@ class _Fields:
         value = self.required(key, "an object")
         if not isinstance(value, dict):
             self.fail(key, "an object", value)
-        return _Fields(value, self._kind, f"{self._prefix}{key}.")
+        return self.nested(key, value)
+
+    def renamed(self, kind: str) -> _Fields:
+        """The same fields, with errors naming the message ``kind``."""
+        return _Fields(self._obj, kind, self._prefix, deep=self._deep)
+
+    def nested(self, key: str, obj: dict[str, Any]) -> _Fields:
+        """Fields of ``obj``, found under ``key`` of this object."""
+        return _Fields(obj, self._kind, f"{self._prefix}{key}.", deep=self._deep)
 
     def json_value(self, key: str) -> Any:
         """An args or result value: any JSON, nested at most MAX_VALUE_DEPTH deep."""
         value = self.raw(key)
-        if _too_deep(value, MAX_VALUE_DEPTH):
+        if self._deep and _too_deep(value, MAX_VALUE_DEPTH):
             msg = (
                 f"invalid {self._kind} message: {self._prefix + key!r} is nested "
                 f"more than {MAX_VALUE_DEPTH} levels deep"
@@ -502,9 +526,8 @@ def decode_task(body: bytes) -> Task:
     Raises:
         WireError: the body is not a valid Task message.
     """
-    obj = _load_object(body, TASK_TYPE)
-    _message_type(obj, TASK_TYPE, (TASK_TYPE,))
-    fields = _Fields(obj, TASK_TYPE)
+    fields = _load_object(body, TASK_TYPE)
+    _, fields = _message_type(fields, (TASK_TYPE,))
     max_attempts, attempts_left = _attempts(fields)
     progress = fields.fraction("progress")
     return Task(
@@ -532,17 +555,15 @@ def decode_event(body: bytes) -> ManagerEvent:
     Raises:
         WireError: the body is not a valid worker event.
     """
-    kind = "manager event"
-    obj = _load_object(body, kind)
-    tag = _message_type(obj, kind, EVENT_TYPES)
-    fields = _Fields(obj, tag)
+    fields = _load_object(body, "manager event")
+    tag, fields = _message_type(fields, EVENT_TYPES)
     task_id = _identifier(fields, "taskId")
     created_at = fields.moment("createdAt")
     if tag == "ProgressEvent":
         progress = fields.fraction("progress")
         if progress is None:
-            fields.required("progress", "a number within [0, 1]")
-        return ProgressEvent(task_id, progress, created_at)  # type: ignore[arg-type]
+            fields.missing("progress", "a number within [0, 1]")
+        return ProgressEvent(task_id, progress, created_at)
     if tag == "ResultEvent":
         value = fields.child("result").json_value("value")
         return ResultEvent(task_id, value, created_at)
@@ -559,10 +580,8 @@ def decode_broadcast(body: bytes) -> WorkerBroadcast:
     Raises:
         WireError: the body is not a valid broadcast.
     """
-    kind = "worker broadcast"
-    obj = _load_object(body, kind)
-    tag = _message_type(obj, kind, BROADCAST_TYPES)
-    fields = _Fields(obj, tag)
+    fields = _load_object(body, "worker broadcast")
+    tag, fields = _message_type(fields, BROADCAST_TYPES)
     if tag == "ShutdownEvent":
         return ShutdownEvent(fields.moment("createdAt"))
     task_id = _identifier(fields, "taskId")
@@ -633,7 +652,7 @@ def _frame(fields: _Fields, index: int, frame: Any) -> StackFrame:
     if not isinstance(frame, dict):
         fields.fail(key, "an object {name, file, lineno}", frame)
     # A frame's details must not cost the whole error: missing ones are filled in.
-    item = _Fields(frame, fields._kind, f"{fields._prefix}{key}.")
+    item = fields.nested(key, frame)
     return StackFrame(
         name=item.optional_text("name", _UNKNOWN_FRAME) or _UNKNOWN_FRAME,
         file=item.optional_text("file", _UNKNOWN_FRAME) or _UNKNOWN_FRAME,
@@ -683,14 +702,21 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int | float):
-        return f"the number {_clip(repr(value))}"
+        try:
+            return f"the number {_clip(repr(value))}"
+        except ValueError:  # an int beyond sys.get_int_max_str_digits()
+            return "a huge integer"
     if isinstance(value, str):
         return f"the string {_clip(repr(value))}"
     if isinstance(value, dict):
-        return f"an object with {len(value)} keys"
+        return f"an object ({_plural(len(value), 'key')})"
     if isinstance(value, list):
-        return f"an array of {len(value)} items"
+        return f"an array ({_plural(len(value), 'item')})"
     return f"a {type(value).__name__}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _clip(text: str, limit: int = _SHORT_TEXT) -> str:

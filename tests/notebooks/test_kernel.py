@@ -86,8 +86,9 @@ class Kernel:
         msg_id: str = self.client.execute(code)
         if until_stdout is not None:
             deadline = time.monotonic() + CELL_TIMEOUT_S
-            while until_stdout not in "".join(self._stdout(msg_id, deadline, once=True)):
-                pass
+            printed = ""
+            while until_stdout not in printed:
+                printed += "".join(self._stdout(msg_id, deadline, once=True))
         return msg_id
 
     def finish(self, msg_id: str, stdout: list[str] | None = None) -> Execution:

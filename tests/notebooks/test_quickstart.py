@@ -17,7 +17,9 @@ QUICKSTART = Path(__file__).parents[2] / "notebooks" / "quickstart.ipynb"
 
 def last_code_cell_text(notebook: nbformat.NotebookNode) -> str:
     cell = [c for c in notebook.cells if c.cell_type == "code"][-1]
-    texts = [o.data["text/plain"] for o in cell.outputs if "text/plain" in o.get("data", {})]
+    texts = [
+        o.data["text/plain"] for o in cell.outputs if "text/plain" in o.get("data", {})
+    ]
     assert texts, f"the last code cell has no text/plain output: {cell.outputs!r}"
     return texts[-1]
 

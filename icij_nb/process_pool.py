@@ -1,0 +1,283 @@
+"""Worker processes on this machine: :class:`ProcessPool` and :func:`serve`.
+
+:func:`serve` is what one worker process runs: connect to RabbitMQ, run an
+:class:`~icij_nb.pools.InKernelPool` of the group on its own loop, and stop gracefully
+on SIGTERM/SIGINT (running tasks finish within a grace period, the rest are requeued)
+or on a shutdown broadcast. The CLI (``icij-nb workers start``) and
+:class:`ProcessPool` both run it.
+
+:class:`ProcessPool` starts those processes from the notebook with ``fork``, so tasks
+defined in notebook cells run there as they are: no module to write, and no code ever
+travels over the broker (messages stay JSON). No process outlives its kernel:
+
+- ``pool.stop()`` and kernel shutdown (``atexit``) send SIGTERM, then SIGKILL;
+- when the kernel is killed, each child sees its parent's pipe close and exits, and on
+  Linux the kernel also asks the OS to kill it (``PR_SET_PDEATHSIG``).
+
+A child's stdout, stderr and logs go to ``<log_dir>/<group>-<n>.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Final
+
+from icij_nb.app import App
+from icij_nb.brokers.base import Broker
+from icij_nb.errors import ConfigError
+from icij_nb.pools import InKernelPool
+
+logger = logging.getLogger(__name__)
+
+#: how long running tasks may take to finish after SIGTERM before they are requeued
+DEFAULT_GRACE_S: Final = 10.0
+_PR_SET_PDEATHSIG: Final = 1
+
+BrokerFactory = Callable[[App], Broker]
+
+
+async def serve(
+    app: App,
+    broker: Broker,
+    *,
+    group: str | None,
+    workers: int = 1,
+    grace_s: float = DEFAULT_GRACE_S,
+) -> None:
+    """Run ``workers`` workers of ``group`` until a signal or a shutdown broadcast.
+
+    On SIGTERM or SIGINT the workers take no new task; running ones get ``grace_s``
+    seconds to finish, then they are requeued. Nothing is lost either way.
+    """
+    await broker.start()
+    pool = InKernelPool(app, broker, group=group, workers=workers, runtime=None)
+    await pool._start()
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop_requested.set)
+    logger.info("serving group %r with %d worker(s)", group, workers)
+    waiters = [
+        asyncio.ensure_future(stop_requested.wait()),
+        asyncio.ensure_future(pool.ended.wait()),
+    ]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        if not pool.stopped:
+            logger.info("stopping: running tasks get %.0fs to finish", grace_s)
+            await pool._stop(finish_running=True, timeout_s=grace_s)
+        await broker.close()
+    logger.info("worker process %d stopped", os.getpid())
+
+
+class ProcessPool:
+    """Worker processes of one group on this machine, started from the notebook.
+
+    Start one with ``tm.start_pool(group, workers=N, processes=True)``; it needs a
+    broker other processes can reach (RabbitMQ).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        broker_factory: BrokerFactory,
+        *,
+        group: str | None,
+        processes: int,
+        workers_per_process: int = 1,
+        log_dir: str | os.PathLike[str] | None = ".icij_nb/logs",
+        grace_s: float = DEFAULT_GRACE_S,
+        on_stop: Callable[[ProcessPool], None] | None = None,
+    ) -> None:
+        if processes < 1 or workers_per_process < 1:
+            msg = (
+                f"a process pool needs processes >= 1 and workers_per_process >= 1, "
+                f"got {processes!r} and {workers_per_process!r}"
+            )
+            raise ConfigError(msg)
+        if "fork" not in multiprocessing.get_all_start_methods():
+            msg = "process pools need the 'fork' start method (Linux or macOS)"
+            raise ConfigError(msg)
+        self.app, self.group = app, group
+        self.size = processes
+        self._factory = broker_factory
+        self._workers_per_process = workers_per_process
+        self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._grace_s = grace_s
+        self._on_stop = on_stop
+        self._owner_pid = os.getpid()
+        self._procs: list[BaseProcess] = []
+        self._pipes: list[int] = []
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        alive = sum(1 for p in self._procs if p.is_alive())
+        state = "stopped" if self._stopped else f"alive={alive}"
+        return (
+            f"<ProcessPool {self.group!r} processes={self.size} {state} "
+            f"pids={[p.pid for p in self._procs]}>"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<code>{html.escape(repr(self))}</code>"
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids."""
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    @property
+    def stopped(self) -> bool:
+        """True once the pool was stopped."""
+        return self._stopped
+
+    @property
+    def log_files(self) -> list[Path]:
+        """Where each process writes its output and logs (none: inherited)."""
+        paths = (self._log_path(i) for i in range(self.size))
+        return [p for p in paths if p is not None]
+
+    def _log_path(self, index: int) -> Path | None:
+        if self._log_dir is None:
+            return None
+        return self._log_dir / f"{self.group or 'default'}-{index}.log"
+
+    def start(self) -> None:
+        """Fork the worker processes (call from a regular thread, not the loop)."""
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+        context = multiprocessing.get_context("fork")
+        for index in range(self.size):
+            read_end, write_end = os.pipe()
+            proc = context.Process(
+                target=_child_main,
+                args=(self, index, read_end, write_end),
+                name=f"icij_nb-{self.group or 'default'}-{index}",
+                daemon=True,
+            )
+            proc.start()
+            os.close(read_end)
+            self._procs.append(proc)
+            # The child watches the read end: when this process dies, the write
+            # end closes with it and the child stops.
+            self._pipes.append(write_end)
+        _LIVE.add(self)
+
+    def wait(self) -> None:
+        """Block until every process has ended (a shutdown broadcast, a signal)."""
+        for proc in self._procs:
+            proc.join()
+
+    def stop(self, *, timeout_s: float | None = None) -> None:
+        """SIGTERM every process, wait for the grace period, then SIGKILL.
+
+        Running tasks finish within the grace period or are requeued. Safe to call
+        twice.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        _LIVE.discard(self)
+        wait_s = timeout_s if timeout_s is not None else self._grace_s + 5.0
+        for proc in self._procs:
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        for proc in self._procs:
+            proc.join(wait_s)
+            if proc.is_alive():
+                logger.warning(
+                    "worker process %s ignored SIGTERM; killing it", proc.pid
+                )
+                proc.kill()
+                proc.join(5.0)
+        for fd in self._pipes:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._pipes.clear()
+        if self._on_stop is not None:
+            self._on_stop(self)
+
+
+def _child_main(pool: ProcessPool, index: int, read_end: int, write_end: int) -> None:
+    os.close(write_end)
+    for fd in pool._pipes:  # siblings' pipes, inherited: not ours to hold
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _die_with_parent(read_end)
+    log_path = pool._log_path(index)
+    if log_path is not None:
+        _redirect_output(log_path)
+    app = pool.app
+    broker = pool._factory(app)
+    asyncio.run(
+        serve(
+            app,
+            broker,
+            group=pool.group,
+            workers=pool._workers_per_process,
+            grace_s=pool._grace_s,
+        )
+    )
+
+
+def _die_with_parent(read_end: int) -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            os.read(read_end, 1)  # returns b"" when the parent is gone
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="icij_nb-parent-watch", daemon=True).start()
+
+
+def _redirect_output(path: Path) -> None:
+    # The kernel's streams talk to Jupyter over sockets this process must not use.
+    log = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    sys.stdout = sys.stderr = log
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+_LIVE: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_pools() -> None:
+    for pool in list(_LIVE):
+        if pool._owner_pid != os.getpid():  # a forked child: not its pool
+            continue
+        with contextlib.suppress(Exception):
+            pool.stop(timeout_s=5.0)
