@@ -119,6 +119,13 @@ def quiet_gc() -> Iterator[None]:
     yield
 
 
+@dataclass
+class Throughput:
+    tasks_per_s: float
+    cpu_us_per_task: float  # CPU time of the whole process (every thread) per task
+    per_worker: list[int] = field(default_factory=list)  # tasks per pool worker
+
+
 # -- baseline: plain asyncio ----------------------------------------------------------
 
 
@@ -130,7 +137,7 @@ def _sync_noop() -> None:
     return None
 
 
-async def _baseline_throughput(n_tasks: int, workers: int, *, sync: bool) -> float:
+async def _baseline_throughput(n_tasks: int, workers: int, *, sync: bool) -> Throughput:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[int, asyncio.Future[None]]] = asyncio.Queue()
     executor = concurrent.futures.ThreadPoolExecutor(workers) if sync else None
@@ -149,7 +156,7 @@ async def _baseline_throughput(n_tasks: int, workers: int, *, sync: bool) -> flo
         await asyncio.gather(
             *(loop.run_in_executor(executor, _sync_noop) for _ in range(workers))
         )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     futures = []
     for item in range(n_tasks):
         future: asyncio.Future[None] = loop.create_future()
@@ -157,15 +164,16 @@ async def _baseline_throughput(n_tasks: int, workers: int, *, sync: bool) -> flo
         futures.append(future)
     await asyncio.gather(*futures)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     for consumer in consumers:
         consumer.cancel()
     await asyncio.gather(*consumers, return_exceptions=True)
     if executor is not None:
         executor.shutdown()
-    return n_tasks / elapsed
+    return Throughput(n_tasks / elapsed, cpu / n_tasks * 1e6)
 
 
-def baseline_throughput(n_tasks: int, *, sync: bool) -> float:
+def baseline_throughput(n_tasks: int, *, sync: bool) -> Throughput:
     with quiet_gc():
         return asyncio.run(_baseline_throughput(n_tasks, WORKERS, sync=sync))
 
@@ -242,26 +250,21 @@ def stored_done(store: Path) -> int:
     return int(count)
 
 
-@dataclass
-class Throughput:
-    tasks_per_s: float
-    per_worker: list[int]  # tasks each worker of the pool ran
-
-
 def icij_throughput(app: nb.App, name: str, n_tasks: int, store: Path) -> Throughput:
     args: list[dict[str, Any]] = [{}] * n_tasks
     with manager(app, store, workers=WORKERS) as (tm, pool), quiet_gc():
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         batch = tm.map(name, args)
         results = tm.gather(batch)
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
         per_worker = [worker.done for worker in pool.workers]
     if len(results) != n_tasks or any(r is not None for r in results):
         raise RuntimeError(f"{name}: wrong results from gather")
     done = stored_done(store)
     if done != n_tasks:
         raise RuntimeError(f"{name}: the store holds {done} DONE rows, not {n_tasks}")
-    return Throughput(n_tasks / elapsed, per_worker)
+    return Throughput(n_tasks / elapsed, cpu / n_tasks * 1e6, per_worker)
 
 
 def icij_latency(app: nb.App, calls: int, store: Path) -> list[float]:
@@ -310,6 +313,12 @@ def make_figures() -> dict[str, Figure]:
             "icij_nb submit().result() p50", "ms", f"<= {TARGET_P50_MS} ms"
         ),
         "icij_p99": Figure("icij_nb submit().result() p99", "ms"),
+        # CPU time of every thread of the process, per task: less sensitive than
+        # tasks/s to other processes competing for the CPUs.
+        "baseline_async_cpu": Figure("baseline async CPU", "us/task"),
+        "icij_async_cpu": Figure("icij_nb async CPU", "us/task"),
+        "baseline_sync_cpu": Figure("baseline sync CPU", "us/task"),
+        "icij_sync_cpu": Figure("icij_nb sync CPU", "us/task"),
     }
 
 
@@ -319,12 +328,15 @@ def run_repeat(
     """One repeat of every figure, interleaved so a slow spell hits both sides."""
     figures = results.figures
     measured: dict[str, float] = {}
-    measured["baseline_async"] = baseline_throughput(n_tasks, sync=False)
-    icij_async = icij_throughput(app, "noop_async", n_tasks, run_dir / "a.sqlite3")
-    measured["icij_async"] = icij_async.tasks_per_s
-    measured["baseline_sync"] = baseline_throughput(n_tasks, sync=True)
-    icij_sync = icij_throughput(app, "noop_sync", n_tasks, run_dir / "s.sqlite3")
-    measured["icij_sync"] = icij_sync.tasks_per_s
+    runs = {
+        "baseline_async": baseline_throughput(n_tasks, sync=False),
+        "icij_async": icij_throughput(app, "noop_async", n_tasks, run_dir / "a.db"),
+        "baseline_sync": baseline_throughput(n_tasks, sync=True),
+        "icij_sync": icij_throughput(app, "noop_sync", n_tasks, run_dir / "s.db"),
+    }
+    for key, outcome in runs.items():
+        measured[key] = outcome.tasks_per_s
+        measured[f"{key}_cpu"] = outcome.cpu_us_per_task
     base = baseline_latency(LATENCY_CALLS)
     ours = icij_latency(app, LATENCY_CALLS, run_dir / "l.sqlite3")
     for key, samples in (("baseline", base), ("icij", ours)):
@@ -332,7 +344,10 @@ def run_repeat(
         measured[f"{key}_p99"] = percentile(samples, 0.99) * 1e3
     for key, value in measured.items():
         figures[key].values.append(value)
-    results.per_worker = {"async": icij_async.per_worker, "sync": icij_sync.per_worker}
+    results.per_worker = {
+        "async": runs["icij_async"].per_worker,
+        "sync": runs["icij_sync"].per_worker,
+    }
     return measured
 
 
@@ -390,6 +405,16 @@ def verdicts(results: Results) -> dict[str, dict[str, Any]]:
         "icij sync tasks/s": _check(
             sync_tps, f">= {TARGET_SYNC_TPS:,.0f}", sync_tps >= TARGET_SYNC_TPS
         ),
+        "CPU/task icij / baseline async": _check(
+            results["icij_async_cpu"].median / results["baseline_async_cpu"].median,
+            "(reported; 10.0 = the 10% target)",
+            None,
+        ),
+        "CPU/task icij / baseline sync": _check(
+            results["icij_sync_cpu"].median / results["baseline_sync_cpu"].median,
+            "(reported)",
+            None,
+        ),
         "icij p50 / baseline p50": _check(
             p50 / results["baseline_p50"].median, "(reported)", None
         ),
@@ -411,7 +436,9 @@ def machine() -> dict[str, Any]:
 
 
 def _fmt(value: float, unit: str) -> str:
-    return f"{value:,.0f}" if unit == "tasks/s" else f"{value:.3f}"
+    if unit == "tasks/s":
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if unit == "us/task" else f"{value:.3f}"
 
 
 def report(results: Results, info: dict[str, Any], params: dict[str, Any]) -> str:

@@ -175,6 +175,16 @@ class TaskManager:
     async def __aexit__(self, *exc: object) -> None:
         await self.close_async()
 
+    def _check_can_send(self) -> None:
+        self._check_open()
+        if self.broker.observe_only:
+            msg = (
+                "this manager only observes another task manager's vhost; it "
+                "cannot submit, cancel or retry. Connect without observe_only=True "
+                "to a vhost of your own for that."
+            )
+            raise ManagerClosed(msg)
+
     def _check_open(self) -> None:
         if self._closed:
             msg = (
@@ -261,7 +271,7 @@ class TaskManager:
         Example:
             h = tm.submit("tokenize", {"doc": "a b c"})
         """
-        self._check_open()
+        self._check_can_send()
         prepared = self._prepare(name, args, max_retries=max_retries, task_id=task_id)
         self._run(self._enqueue([prepared]))
         return TaskHandle(self, prepared[0].id)
@@ -275,7 +285,7 @@ class TaskManager:
         task_id: str | None = None,
     ) -> TaskHandle:
         """Awaitable twin of :meth:`submit`."""
-        self._check_open()
+        self._check_can_send()
         prepared = self._prepare(name, args, max_retries=max_retries, task_id=task_id)
         await self._wrap(self._enqueue([prepared]))
         return TaskHandle(self, prepared[0].id)
@@ -296,7 +306,7 @@ class TaskManager:
             batch = tm.map("tokenize", [{"doc": d} for d in docs])
             tokens = batch.results()        # or: await batch
         """
-        self._check_open()
+        self._check_can_send()
         prepared = self._prepare_many(name, args_list, max_retries)
         self._run(self._enqueue(prepared))
         return TaskBatch(self, (TaskHandle(self, t.id) for t, _ in prepared))
@@ -309,7 +319,7 @@ class TaskManager:
         max_retries: int | None = None,
     ) -> TaskBatch:
         """Awaitable twin of :meth:`map`."""
-        self._check_open()
+        self._check_can_send()
         prepared = self._prepare_many(name, args_list, max_retries)
         await self._wrap(self._enqueue(prepared))
         return TaskBatch(self, (TaskHandle(self, t.id) for t, _ in prepared))
@@ -383,6 +393,7 @@ class TaskManager:
     async def _consume(self) -> None:
         async for batch in self.broker.manager_events():
             try:
+                self._adopt_seen(batch.seen)
                 rejected = await self._apply_batch(batch.events)
                 if self.broker.durable:
                     # Acknowledge only what the store holds: a crash loses nothing.
@@ -393,13 +404,30 @@ class TaskManager:
                     "manager %s: applying a batch of events failed", self.id
                 )
 
+    def _adopt_seen(self, seen: list[Task]) -> None:
+        # Observe-only: tasks another manager queued, seen on their way.
+        fresh = [t for t in seen if t.id not in self._tasks]
+        for task in fresh:
+            task.state = TaskState.QUEUED
+            self._track(task)
+            self.store.put(task)
+        self._notify(fresh)
+
+    def _placeholder(self, task_id: str) -> Task | None:
+        """A record for an event of a task queued before we watched, or None."""
+        if not self.broker.observe_only:
+            return None
+        task = Task(id=task_id, name="?", group=None, args={}, state=TaskState.QUEUED)
+        self._track(task)
+        return task
+
     async def _apply_batch(self, batch: list[ManagerEvent]) -> list[ManagerEvent]:
         """Apply events in order; return those for tasks this manager does not know."""
         changed: dict[str, Task] = {}
         republish: list[Task] = []
         rejected: list[ManagerEvent] = []
         for event in batch:
-            task = self._tasks.get(event.task_id)
+            task = self._tasks.get(event.task_id) or self._placeholder(event.task_id)
             if task is None:
                 logger.warning(
                     "manager %s: %s for unknown task %r set aside (dead-lettered)",
@@ -718,12 +746,12 @@ class TaskManager:
         Raises:
             InvalidTransition: the task is already DONE, ERROR or CANCELLED.
         """
-        self._check_open()
+        self._check_can_send()
         self._run(self._cancel(_task_id(task), requeue=requeue))
 
     async def cancel_async(self, task: TaskRef, *, requeue: bool = False) -> None:
         """Awaitable twin of :meth:`cancel`."""
-        self._check_open()
+        self._check_can_send()
         await self._wrap(self._cancel(_task_id(task), requeue=requeue))
 
     async def _cancel(self, task_id: str, *, requeue: bool) -> None:
@@ -761,14 +789,14 @@ class TaskManager:
         Raises:
             InvalidTransition: the task is not ERROR or CANCELLED.
         """
-        self._check_open()
+        self._check_can_send()
         task_id = _task_id(task)
         self._run(self._retry(task_id))
         return TaskHandle(self, task_id)
 
     async def retry_async(self, task: TaskRef) -> TaskHandle:
         """Awaitable twin of :meth:`retry`."""
-        self._check_open()
+        self._check_can_send()
         task_id = _task_id(task)
         await self._wrap(self._retry(task_id))
         return TaskHandle(self, task_id)
@@ -797,7 +825,7 @@ class TaskManager:
 
         Pools stop; their running tasks are requeued.
         """
-        self._check_open()
+        self._check_can_send()
         self._run(self.broker.broadcast(ShutdownEvent()))
 
     # -- pools ----------------------------------------------------------------------
@@ -826,7 +854,7 @@ class TaskManager:
             UnknownGroup: no such group in the app.
             ConfigError: ``processes=True`` with the in-process broker.
         """
-        self._check_open()
+        self._check_can_send()
         self.app.group(group)
         if processes:
             return self._start_process_pool(group, workers)

@@ -65,6 +65,7 @@ from icij_nb.brokers.topology import (
     ROUTING_DLQ_MANAGER_EVENTS,
     ROUTING_DLQ_TASKS,
     ROUTING_MANAGER_EVENTS,
+    ROUTING_TASKS,
     ROUTING_WORKER_EVENTS,
     TASK_QUEUE_ARGUMENTS,
     WORKER_EVENTS_POLICY,
@@ -135,6 +136,8 @@ class AmqpBroker(Broker):
         set_policies: PUT icij-worker's policies through the management API.
         observe_only: watch another task manager's vhost: never consume
             ``MANAGER_EVENT``, never publish.
+        observe_groups: the groups whose task messages an observer watches
+            (default: the app's groups; ungrouped tasks are always watched).
         prefetch: deliveries a worker consumer holds at once.
         connection_timeout_s: how long the first connection may take.
     """
@@ -151,6 +154,7 @@ class AmqpBroker(Broker):
         management_url: str | None = None,
         set_policies: bool = True,
         observe_only: bool = False,
+        observe_groups: Sequence[str] | None = None,
         prefetch: int = 1,
         connection_timeout_s: float = 5.0,
     ) -> None:
@@ -165,6 +169,7 @@ class AmqpBroker(Broker):
         self._management = ManagementApi(self._management_url, self.vhost)
         self.set_policies = set_policies
         self.observe_only = observe_only
+        self.observe_groups = list(observe_groups or app.groups)
         self.prefetch = prefetch
         self.connection_timeout_s = connection_timeout_s
         self._connection: AbstractRobustConnection | None = None
@@ -379,6 +384,18 @@ class AmqpBroker(Broker):
         channel = await self._channel(confirms=False, prefetch=2_000)
         queues = await self._event_sources(channel)
 
+        seen: list[Task] = []
+
+        async def on_task(message: AbstractIncomingMessage) -> None:
+            try:
+                task = wire.decode_task(message.body)
+            except WireError as exc:
+                logger.warning("observed task message that does not parse: %s", exc)
+                return
+            task.group = _group_of(message.routing_key)
+            seen.append(task)
+            ready.set()
+
         async def on_event(message: AbstractIncomingMessage) -> None:
             event = await self._decode_event(message)
             if event is not None:
@@ -393,17 +410,21 @@ class AmqpBroker(Broker):
             inbox.append((event, message))
             ready.set()
 
+        handlers = {"dlq": on_dead_task, "tasks": on_task, "events": on_event}
         for queue, kind in queues:
-            await queue.consume(on_dead_task if kind == "dlq" else on_event)
+            await queue.consume(handlers[kind], no_ack=kind == "tasks")
         try:
             while True:
                 await ready.wait()
                 ready.clear()
                 taken = list(inbox)
                 inbox.clear()
-                if taken:
+                fresh, seen[:] = list(seen), []
+                if taken or fresh:
                     yield EventBatch(
-                        [e for e, _ in taken], _settler(taken, self.observe_only)
+                        [e for e, _ in taken],
+                        _settler(taken, self.observe_only),
+                        seen=fresh,
                     )
         finally:
             with contextlib.suppress(Exception):
@@ -413,11 +434,17 @@ class AmqpBroker(Broker):
         self, channel: AbstractChannel
     ) -> list[tuple[AbstractQueue, str]]:
         if self.observe_only:
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await queue.bind(
+            # Private queues: the watched manager keeps MANAGER_EVENT to itself.
+            events = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await events.bind(
                 self._exchanges[EXCHANGE_MANAGER_EVENTS], ROUTING_MANAGER_EVENTS
             )
-            return [(queue, "events")]
+            tasks = await channel.declare_queue(exclusive=True, auto_delete=True)
+            for group in [None, *self.observe_groups]:
+                await tasks.bind(
+                    self._exchanges[EXCHANGE_TASKS], task_routing_key(group)
+                )
+            return [(tasks, "tasks"), (events, "events")]
         events = await channel.declare_queue(
             QUEUE_MANAGER_EVENT, durable=True, arguments=MANAGER_EVENT_ARGUMENTS
         )
@@ -547,6 +574,10 @@ class AmqpBroker(Broker):
             return int(queue.declaration_result.message_count or 0)
         finally:
             await channel.close()
+
+
+def _group_of(routing_key: str | None) -> str | None:
+    return None if routing_key in (None, ROUTING_TASKS) else routing_key
 
 
 def _settler(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from icij_nb.errors import ConfigError
@@ -38,6 +38,8 @@ class EventBatch:
 
     events: list[ManagerEvent]
     settle: Callable[[Sequence[ManagerEvent]], Awaitable[None]] = _nothing_to_settle
+    #: tasks seen on their way to workers (observe-only brokers), before events
+    seen: list[Task] = field(default_factory=list)
 
 
 class Delivery(Protocol):
@@ -72,6 +74,8 @@ class Broker(abc.ABC):
     #: True when an unsettled or requeued delivery comes back by itself, so the
     #: manager must not republish a task requeued by a cancel.
     late_ack: bool = True
+    #: True when the broker only watches another task manager's traffic.
+    observe_only: bool = False
 
     async def start(self) -> None:  # noqa: B027 - optional hook, most need nothing
         """Connect and declare what is needed; called once before use."""

@@ -54,6 +54,9 @@ MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 #: whatever we decode can be stored and sent again.
 MAX_VALUE_DEPTH: Final = 200
 
+#: What the decoders read: a message body, as aio-pika or a test hands it over.
+Body = bytes | bytearray | memoryview
+
 TYPE_KEY: Final = "@type"
 TASK_TYPE: Final = "Task"
 EVENT_TYPES: Final = ("ProgressEvent", "ResultEvent", "ErrorEvent", "CancelledEvent")
@@ -514,7 +517,7 @@ class _Fields:
 # -- decoding: messages ---------------------------------------------------------
 
 
-def decode_task(body: bytes) -> Task:
+def decode_task(body: Body) -> Task:
     """Read a Task message; the returned task has ``group=None``.
 
     The group is not on the wire: the caller sets it from the queue. Lenient as
@@ -544,7 +547,7 @@ def decode_task(body: bytes) -> Task:
     )
 
 
-def decode_event(body: bytes) -> ManagerEvent:
+def decode_event(body: Body) -> ManagerEvent:
     """Read a worker event; ``worker_id`` is None (it is not in the body).
 
     An ErrorEvent without ``retriesLeft`` has no attempts left: icij-worker's model
@@ -574,7 +577,7 @@ def decode_event(body: bytes) -> ManagerEvent:
     return CancelledEvent(task_id, fields.flag("requeue"), created_at)
 
 
-def decode_broadcast(body: bytes) -> WorkerBroadcast:
+def decode_broadcast(body: Body) -> WorkerBroadcast:
     """Read a cancel or shutdown broadcast.
 
     Raises:

@@ -211,7 +211,7 @@ def test_decode_timeout_error_event_with_empty_stacktrace_and_no_cause():
     assert isinstance(event, ErrorEvent)
     assert event.attempts_left == 0
     assert event.error.name == "WorkerTimeoutError"
-    assert event.error.message.startswith('Task(id="id=\'grouped_sleepy-e6fb9288\'')
+    assert event.error.message.startswith("Task(id=\"id='grouped_sleepy-e6fb9288'")
     assert event.error.message.endswith("exceeded allocated timeout of 2s")
     assert event.error.cause is None
     assert event.error.stacktrace == ()
@@ -307,8 +307,6 @@ def test_encoded_event_is_byte_identical_to_the_observed_one(body):
 @pytest.mark.parametrize("body", ALL_BROADCASTS)
 def test_encoded_broadcast_is_byte_identical_to_the_observed_one(body):
     assert encode_broadcast(decode_broadcast(body)) == body
-
-
 
 
 # -- encoding rules that keep icij peers alive ----------------------------------
@@ -445,7 +443,16 @@ def test_parse_datetime_accepts_every_form_icij_accepts(value):
 
 @pytest.mark.parametrize(
     "value",
-    ["yesterday", "", True, None, [2026], {"y": 2026}, 10**30, "0001-01-01T00:00+05:00"],
+    [
+        "yesterday",
+        "",
+        True,
+        None,
+        [2026],
+        {"y": 2026},
+        10**30,
+        "0001-01-01T00:00+05:00",
+    ],
 )
 def test_parse_datetime_refuses_what_is_not_a_datetime(value):
     with pytest.raises(WireError):
@@ -745,7 +752,10 @@ def test_event_with_a_bad_field_is_refused_naming_the_field(
         ({"createdAt": "2026-01-01T00:00:00Z", "@type": "ProgressEvent"}, "'@type'"),
         ({"taskId": "t", "createdAt": "2026-01-01", "@type": "CancelEvent"}, "requeue"),
         ({"@type": "ShutdownEvent"}, "'createdAt'"),
-        ({"createdAt": "2026-01-01", "requeue": False, "@type": "CancelEvent"}, "taskId"),
+        (
+            {"createdAt": "2026-01-01", "requeue": False, "@type": "CancelEvent"},
+            "taskId",
+        ),
     ],
 )
 def test_broadcast_with_a_bad_field_is_refused_naming_the_field(obj, field):
@@ -770,7 +780,7 @@ def test_values_nested_up_to_the_limit_decode_and_can_be_sent_again():
 
 
 def test_values_nested_beyond_the_limit_are_refused():
-    with pytest.raises(WireError, match="'result.value' is nested more than"):
+    with pytest.raises(WireError, match=r"'result\.value' is nested more than"):
         decode_event(
             event_body("ResultEvent", result={"value": nested(MAX_VALUE_DEPTH + 1)})
         )
@@ -819,6 +829,12 @@ def test_the_pickle_trap_would_spring_if_unpickled():
 
 # -- properties -----------------------------------------------------------------
 
+# No example database (nothing written to the checkout), no deadline (a slow CI
+# machine must not turn a pass into a flaky failure).
+PROPERTY = settings(
+    database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
 aware_datetimes = st.datetimes(
     min_value=datetime(1, 1, 2),
     max_value=datetime(9999, 12, 30),
@@ -833,8 +849,10 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 ids = st.text(min_size=1, max_size=30)
@@ -884,6 +902,7 @@ broadcasts = st.builds(CancelEvent, ids, st.booleans(), aware_datetimes) | st.bu
 )
 
 
+@PROPERTY
 @given(tasks())
 def test_tasks_round_trip(task):
     decoded = decode_task(encode_task(task))
@@ -909,11 +928,13 @@ def test_tasks_round_trip(task):
     )
 
 
+@PROPERTY
 @given(manager_events)
 def test_manager_events_round_trip(event):
     assert decode_event(encode_event(event)) == event
 
 
+@PROPERTY
 @given(broadcasts)
 def test_broadcasts_round_trip(event):
     assert decode_broadcast(encode_broadcast(event)) == event
@@ -955,11 +976,13 @@ def decodes_or_refuses(body: bytes) -> None:
         check_model(decoded)
 
 
+@PROPERTY
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_decode_or_raise_wire_error(body):
     decodes_or_refuses(body)
 
 
+@PROPERTY
 @given(json_values)
 def test_arbitrary_json_values_decode_or_raise_wire_error(value):
     decodes_or_refuses(json.dumps(value).encode())
@@ -1007,7 +1030,7 @@ def near_messages(draw: st.DrawFn) -> dict[str, Any]:
     return obj
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@PROPERTY
 @given(near_messages())
 def test_almost_messages_decode_or_raise_wire_error(obj):
     decodes_or_refuses(json.dumps(obj).encode())
@@ -1026,6 +1049,7 @@ def mutated_messages(draw: st.DrawFn) -> bytes:
     return json.dumps(obj).encode()
 
 
+@PROPERTY
 @given(mutated_messages())
 def test_mutated_messages_decode_or_raise_wire_error(body):
     decodes_or_refuses(body)
@@ -1035,6 +1059,7 @@ def compact(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+@PROPERTY
 @given(tasks() | manager_events | broadcasts)
 def test_encoding_is_compact_utf8_json_with_type_tags_last(item):
     if isinstance(item, Task):
