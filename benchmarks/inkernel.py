@@ -24,6 +24,8 @@ Figures:
 - latency: sequential ``tm.submit("noop_async").result()`` with a pool of 1 worker,
   against ``asyncio.run_coroutine_threadsafe`` into a loop thread that does queue put
   -> consumer -> future result. p50 and p99 of each repeat; the medians over repeats.
+- CPU: the process's CPU time (all threads) per task over each throughput window,
+  steadier than tasks/s when other processes compete for the CPUs.
 """
 
 from __future__ import annotations

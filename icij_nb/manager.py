@@ -29,6 +29,7 @@ import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -55,9 +56,10 @@ from icij_nb.model import (
     ShutdownEvent,
     Task,
     TaskState,
+    WorkerStatus,
     utcnow,
 )
-from icij_nb.pools import InKernelPool
+from icij_nb.pools import HEARTBEAT_S, InKernelPool
 from icij_nb.process_pool import ProcessPool
 from icij_nb.runtime import Runtime, get_runtime
 from icij_nb.store import TaskStore
@@ -100,6 +102,8 @@ class TaskManager:
         self._pools: list[InKernelPool | ProcessPool] = []
         self._checked_calls: set[tuple[str, frozenset[str]]] = set()
         self._consumer: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._workers: dict[str, tuple[WorkerStatus, datetime]] = {}
         self._closed = False
         self._started = False
         self._pid = os.getpid()
@@ -121,6 +125,9 @@ class TaskManager:
             if not task.state.is_ready:
                 self._track(task)
         self._consumer = asyncio.create_task(self._consume(), name="icij_nb-events")
+        self._watcher = asyncio.create_task(
+            self._watch_workers(), name="icij_nb-workers"
+        )
         self._started = True
         _OPEN.add(self)
 
@@ -147,9 +154,10 @@ class TaskManager:
                 await asyncio.to_thread(pool.stop)
             else:
                 await pool._stop(finish_running=False)
-        if self._consumer is not None:
-            self._consumer.cancel()
-            await asyncio.gather(self._consumer, return_exceptions=True)
+        for background in (self._consumer, self._watcher):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         await self.store.close()
         await self.broker.close()
         for futures in self._waiters.values():
@@ -489,6 +497,51 @@ class TaskManager:
         for future in self._waiters.pop(task_id, ()):
             if not future.done():
                 future.set_result(None)
+
+    # -- workers --------------------------------------------------------------------
+
+    async def _watch_workers(self) -> None:
+        async for statuses in self.broker.heartbeats():
+            now = utcnow()
+            for status in statuses:
+                if status.stopping:
+                    self._workers.pop(status.worker_id, None)
+                else:
+                    self._workers[status.worker_id] = (status, now)
+
+    def workers(self) -> pd.DataFrame:
+        """The workers heard from lately, one row each (no I/O).
+
+        Columns: worker, group, app, host, pid, task (what it runs now, or None),
+        last_seen (UTC), alive (heard from within three heartbeats). Pools send a
+        heartbeat every 5 s, on an exchange icij-worker peers ignore; icij-worker's
+        own workers send none and do not appear here.
+        """
+        now = utcnow()
+        rows = [
+            {
+                "worker": s.worker_id,
+                "group": s.group,
+                "app": s.app,
+                "host": s.host,
+                "pid": s.pid,
+                "task": s.task_id,
+                "last_seen": seen,
+                "alive": (now - seen).total_seconds() < 3 * HEARTBEAT_S,
+            }
+            for s, seen in list(self._workers.values())
+        ]
+        columns = [
+            "worker",
+            "group",
+            "app",
+            "host",
+            "pid",
+            "task",
+            "last_seen",
+            "alive",
+        ]
+        return pd.DataFrame(rows, columns=columns)
 
     # -- subscriptions ------------------------------------------------------------
 

@@ -206,6 +206,24 @@ class ShutdownEvent:
     created_at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """One worker's heartbeat: who it is, what it serves, what it runs now.
+
+    Not part of icij-worker's protocol: pools send these on an exchange of their
+    own, which icij-worker peers never see.
+    """
+
+    worker_id: str
+    group: str | None
+    app: str
+    host: str
+    pid: int
+    task_id: str | None = None
+    stopping: bool = False
+    created_at: datetime = field(default_factory=utcnow)
+
+
 ManagerEvent = ProgressEvent | ResultEvent | ErrorEvent | CancelledEvent
 WorkerBroadcast = CancelEvent | ShutdownEvent
 

@@ -10,7 +10,10 @@ finish first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,12 +21,15 @@ from typing import Any
 from icij_nb.app import App
 from icij_nb.brokers.base import Broker
 from icij_nb.errors import ConfigError, ManagerClosed
+from icij_nb.model import WorkerStatus
 from icij_nb.runtime import Runtime
 from icij_nb.worker import CancelRegistry, Worker, make_worker_id
 
 logger = logging.getLogger(__name__)
 
 _POOL_COUNT = 0
+#: how often a pool says which of its workers are alive and what they run
+HEARTBEAT_S = 5.0
 
 
 def _is_count(value: object) -> bool:
@@ -45,6 +51,7 @@ class InKernelPool:
         workers: int,
         runtime: Runtime | None,
         progress_interval_s: float = 0.2,
+        heartbeat_s: float = HEARTBEAT_S,
         on_stop: Callable[[InKernelPool], None] | None = None,
     ) -> None:
         if not _is_count(workers):
@@ -75,6 +82,8 @@ class InKernelPool:
         self._broker = broker
         self._tasks: list[asyncio.Task[Any]] = []
         self._listener: asyncio.Task[None] | None = None
+        self._beat: asyncio.Task[None] | None = None
+        self._heartbeat_s = heartbeat_s
         self._on_stop = on_stop
         self._stopped = False
         self._stopping: asyncio.Future[None] | None = None
@@ -114,6 +123,7 @@ class InKernelPool:
 
     async def _start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="icij_nb-broadcasts")
+        self._beat = asyncio.create_task(self._heartbeat(), name="icij_nb-heartbeat")
         for worker in self.workers:
             task = asyncio.create_task(worker.run(), name=worker.worker_id)
             task.add_done_callback(self._worker_ended)
@@ -122,6 +132,30 @@ class InKernelPool:
     def _worker_ended(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             logger.error("worker %s died", task.get_name(), exc_info=task.exception())
+
+    def statuses(self, *, stopping: bool = False) -> list[WorkerStatus]:
+        """What each worker of the pool is doing now, as a heartbeat says it."""
+        host, pid = socket.gethostname(), os.getpid()
+        return [
+            WorkerStatus(
+                worker_id=w.worker_id,
+                group=self.group,
+                app=w.app.name,
+                host=host,
+                pid=pid,
+                task_id=w.current,
+                stopping=stopping,
+            )
+            for w in self.workers
+        ]
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self._broker.publish_heartbeat(self.statuses())
+            except Exception as exc:
+                logger.warning("pool %r: heartbeat not sent: %s", self.group, exc)
+            await asyncio.sleep(self._heartbeat_s)
 
     async def _listen(self) -> None:
         worker_id = self.workers[0].worker_id
@@ -177,13 +211,16 @@ class InKernelPool:
             busy = [t for t in self._tasks if t not in idle]
             if busy:
                 await asyncio.wait(busy, timeout=timeout_s)
-        for running in [*self._tasks, self._listener]:
+        for running in [*self._tasks, self._listener, self._beat]:
             if running is not None:
                 running.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._listener is not None:
             await asyncio.gather(self._listener, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self._broker.publish_heartbeat(self.statuses(stopping=True))
         if self._on_stop is not None:
             self._on_stop(self)
         self.ended.set()

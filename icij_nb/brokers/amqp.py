@@ -54,6 +54,7 @@ from icij_nb.brokers.topology import (
     ENV_URL,
     EXCHANGE_DLQ_MANAGER_EVENTS,
     EXCHANGE_DLQ_TASKS,
+    EXCHANGE_HEARTBEATS,
     EXCHANGE_MANAGER_EVENTS,
     EXCHANGE_MONITORING,
     EXCHANGE_TASKS,
@@ -85,6 +86,7 @@ from icij_nb.model import (
     ManagerEvent,
     Task,
     WorkerBroadcast,
+    WorkerStatus,
 )
 
 logger = logging.getLogger(__name__)
@@ -254,6 +256,7 @@ class AmqpBroker(Broker):
             (EXCHANGE_DLQ_MANAGER_EVENTS, direct),
             (EXCHANGE_WORKER_EVENTS, fanout),
             (EXCHANGE_MONITORING, direct),
+            (EXCHANGE_HEARTBEATS, fanout),
         ):
             self._exchanges[name] = await channel.declare_exchange(
                 name, kind, durable=True
@@ -564,6 +567,30 @@ class AmqpBroker(Broker):
         finally:
             with contextlib.suppress(Exception):
                 await queue.delete(if_unused=False, if_empty=True)
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def publish_heartbeat(self, statuses: Sequence[WorkerStatus]) -> None:
+        message = aio_pika.Message(
+            wire.encode_heartbeat(statuses),
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            app_id=self.app.name,
+            expiration=60,
+        )
+        await self._exchange(EXCHANGE_HEARTBEATS).publish(message, "", mandatory=False)
+
+    async def heartbeats(self) -> AsyncIterator[list[WorkerStatus]]:
+        channel = await self._channel(confirms=False, prefetch=100)
+        try:
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(self._exchange(EXCHANGE_HEARTBEATS), "")
+            async with queue.iterator(no_ack=True) as messages:
+                async for message in messages:
+                    try:
+                        yield wire.decode_heartbeat(message.body)
+                    except WireError as exc:
+                        logger.warning("worker heartbeat dropped: %s", exc)
+        finally:
             with contextlib.suppress(Exception):
                 await channel.close()
 

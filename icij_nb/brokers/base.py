@@ -15,13 +15,19 @@ process, the embedded default) and ``amqp`` (RabbitMQ, icij-worker's protocol).
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from icij_nb.errors import ConfigError
-from icij_nb.model import ManagerEvent, Task, WorkerBroadcast
+from icij_nb.model import ManagerEvent, Task, WorkerBroadcast, WorkerStatus
+
+
+async def _never() -> AsyncIterator[list[WorkerStatus]]:
+    await asyncio.Event().wait()
+    yield []  # pragma: no cover - never reached
 
 
 async def _nothing_to_settle(rejected: Sequence[ManagerEvent]) -> None:
@@ -127,6 +133,15 @@ class Broker(abc.ABC):
         self, *, worker_id: str
     ) -> AbstractAsyncContextManager[AsyncIterator[WorkerBroadcast]]:
         """Receive cancel and shutdown events addressed to every worker."""
+
+    async def publish_heartbeat(  # noqa: B027 - optional: brokers may not carry them
+        self, statuses: Sequence[WorkerStatus]
+    ) -> None:
+        """Tell managers which workers are alive and what they run (best effort)."""
+
+    def heartbeats(self) -> AsyncIterator[list[WorkerStatus]]:
+        """Heartbeats of every worker that publishes them; ends when closed."""
+        return _never()
 
     def for_another_process(self) -> Broker:
         """A new, unstarted broker with the same settings, for a worker process.

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from icij_nb.app import App
 from icij_nb.brokers.base import Broker, Delivery, EventBatch
 from icij_nb.errors import ManagerClosed, TaskQueueFull
-from icij_nb.model import CancelEvent, ManagerEvent, Task, WorkerBroadcast
+from icij_nb.model import (
+    CancelEvent,
+    ManagerEvent,
+    Task,
+    WorkerBroadcast,
+    WorkerStatus,
+)
 
 
 @dataclass(slots=True)
@@ -138,6 +144,7 @@ class MemoryBroker(Broker):
         self._events: deque[ManagerEvent] = deque()
         self._events_ready = asyncio.Event()
         self._subscribers: set[asyncio.Queue[WorkerBroadcast]] = set()
+        self._watchers: set[asyncio.Queue[list[WorkerStatus]]] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -239,6 +246,19 @@ class MemoryBroker(Broker):
             yield receive()
         finally:
             self._subscribers.discard(inbox)
+
+    async def publish_heartbeat(self, statuses: Sequence[WorkerStatus]) -> None:
+        for inbox in self._watchers:
+            inbox.put_nowait(list(statuses))
+
+    async def heartbeats(self) -> AsyncIterator[list[WorkerStatus]]:
+        inbox: asyncio.Queue[list[WorkerStatus]] = asyncio.Queue()
+        self._watchers.add(inbox)
+        try:
+            while True:
+                yield await inbox.get()
+        finally:
+            self._watchers.discard(inbox)
 
     async def queue_depth(self, group: str | None) -> int:
         return self._queue(group).size

@@ -27,6 +27,9 @@ EXCHANGE_DLQ_MANAGER_EVENTS: Final = "exchangeDLQManagerEvents"
 EXCHANGE_WORKER_EVENTS: Final = "exchangeWorkerEvents"
 EXCHANGE_MONITORING: Final = "exchangeMonitoring"
 
+#: icij_nb's own fanout for worker heartbeats; icij-worker peers never see it.
+EXCHANGE_HEARTBEATS: Final = "exchangeIcijNbWorkers"
+
 ROUTING_TASKS: Final = "routingKeyMainTasks"
 ROUTING_DLQ_TASKS: Final = "routingKeyDLQTasks"
 ROUTING_MANAGER_EVENTS: Final = "routingKeyManagerEvents"

@@ -46,6 +46,7 @@ from icij_nb.model import (
     Task,
     TaskState,
     WorkerBroadcast,
+    WorkerStatus,
 )
 
 #: Bodies larger than this are refused before JSON parsing (and never sent).
@@ -729,3 +730,56 @@ def _clip(text: str, limit: int = _SHORT_TEXT) -> str:
 def _preview(data: bytes) -> str:
     head = repr(data[:_PREVIEW_BYTES])
     return head + ("..." if len(data) > _PREVIEW_BYTES else "")
+
+
+# -- icij_nb's own messages -------------------------------------------------------
+# Worker heartbeats travel on an exchange of icij_nb's own: icij-worker peers never
+# see them, so the icij protocol above stays untouched.
+
+HEARTBEAT_TYPE: Final = "WorkerHeartbeat"
+
+
+def encode_heartbeat(statuses: Iterable[WorkerStatus]) -> bytes:
+    """A ``WorkerHeartbeat`` body listing the workers of one pool."""
+    workers = []
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "workerId": status.worker_id,
+            "app": status.app,
+            "host": status.host,
+            "pid": status.pid,
+            "createdAt": format_datetime(status.created_at),
+            "stopping": status.stopping,
+        }
+        if status.group is not None:
+            entry["group"] = status.group
+        if status.task_id is not None:
+            entry["taskId"] = status.task_id
+        workers.append(entry)
+    return _dumps({"workers": workers, TYPE_KEY: HEARTBEAT_TYPE}, "heartbeat")
+
+
+def decode_heartbeat(body: Body) -> list[WorkerStatus]:
+    """The worker statuses of a ``WorkerHeartbeat`` body, or WireError."""
+    _, fields = _message_type(_load_object(body, "heartbeat"), (HEARTBEAT_TYPE,))
+    workers = fields.required("workers", "a list")
+    if not isinstance(workers, list):
+        fields.fail("workers", "a list", workers)
+    statuses = []
+    for index, item in enumerate(workers):
+        if not isinstance(item, dict):
+            fields.fail(f"workers[{index}]", "an object", item)
+        entry = fields.nested(f"workers[{index}]", item)
+        statuses.append(
+            WorkerStatus(
+                worker_id=entry.text("workerId"),
+                group=entry.optional_text("group"),
+                app=entry.text("app"),
+                host=entry.text("host"),
+                pid=entry.count("pid") or 0,
+                task_id=entry.optional_text("taskId"),
+                stopping=bool(entry.raw("stopping")),
+                created_at=entry.moment("createdAt"),
+            )
+        )
+    return statuses
