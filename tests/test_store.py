@@ -332,10 +332,6 @@ async def leave_tasks(open_store, path: Path, manager_id: str) -> list[Task]:
 
 GONE = {
     "dead-pid": lambda: {"pid": dead_pid(), "heartbeat_at": utcnow()},
-    "stale-heartbeat": lambda: {
-        "pid": os.getpid(),
-        "heartbeat_at": utcnow() - timedelta(minutes=5),
-    },
     "stale-other-host": lambda: {
         "pid": 1,
         "heartbeat_at": utcnow() - timedelta(minutes=5),
@@ -396,6 +392,23 @@ async def test_tasks_of_a_closed_manager_are_lost_with_a_memory_broker(
     store = await open_store(path, manager_id="m-new")
     changed = await store.recover(durable_broker=False)
     assert sorted(t.id for t in changed) == ["ocr-1", "ocr-2"]
+
+
+async def test_a_quiet_manager_alive_on_this_host_keeps_its_tasks(
+    open_store, tmp_path
+):
+    # On this machine the process table decides: a manager that wrote nothing for
+    # minutes (one long task, say) is alive while its process is.
+    path = tmp_path / "tasks.sqlite3"
+    left = await leave_tasks(open_store, path, "m-quiet")
+    register_manager(
+        path, "m-quiet", pid=os.getpid(), heartbeat_at=utcnow() - timedelta(minutes=5)
+    )
+
+    store = await open_store(path, manager_id="m-new")
+    assert await store.recover(durable_broker=False) == []
+    for task in left:
+        assert await store.load(task.id) == task
 
 
 @pytest.mark.parametrize("host", ["", "elsewhere.invalid"])

@@ -711,7 +711,8 @@ def _describe(value: Any) -> str:
         except ValueError:  # an int beyond sys.get_int_max_str_digits()
             return "a huge integer"
     if isinstance(value, str):
-        return f"the string {_clip(repr(value))}"
+        # Clipped before repr(): a body may hold a string of many megabytes.
+        return f"the string {_clip(repr(value[: _SHORT_TEXT + 1]))}"
     if isinstance(value, dict):
         return f"an object ({_plural(len(value), 'key')})"
     if isinstance(value, list):
