@@ -30,6 +30,7 @@ from icij_nb.errors import (
     UnknownGroup,
     UnknownTask,
     WaitTimeout,
+    WireError,
 )
 from icij_nb.handles import TaskBatch, TaskHandle
 from icij_nb.manager import TaskManager
@@ -76,6 +77,7 @@ __all__ = [
     "UnknownGroup",
     "UnknownTask",
     "WaitTimeout",
+    "WireError",
     "__version__",
     "connect",
 ]

@@ -434,7 +434,9 @@ class TaskManager:
         changed: dict[str, Task] = {}
         republish: list[Task] = []
         rejected: list[ManagerEvent] = []
-        for event in batch:
+        for count, event in enumerate(batch, 1):
+            if count % _EVENTS_PER_TURN == 0:
+                await asyncio.sleep(0)  # a big batch must not hold the loop
             task = self._tasks.get(event.task_id) or self._placeholder(event.task_id)
             if task is None:
                 logger.warning(
@@ -949,6 +951,10 @@ def _uuid4_hex() -> str:
     raw[6] = raw[6] & 0x0F | 0x40  # version 4
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     return raw.hex()
+
+
+#: events applied per loop turn; between turns pools, the board and waits run
+_EVENTS_PER_TURN = 2_000
 
 
 def _max_attempts(spec: TaskSpec, max_retries: int | None) -> int:

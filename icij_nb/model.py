@@ -294,6 +294,20 @@ class Task:
             errors=list(self.errors),
         )
 
+    def message(self) -> Task:
+        """The copy a broker hands to a worker: what to run, without history."""
+        return Task(
+            id=self.id,
+            name=self.name,
+            group=self.group,
+            args=self.args,
+            state=self.state,
+            progress=self.progress,
+            max_attempts=self.max_attempts,
+            attempts_left=self.attempts_left,
+            created_at=self.created_at,
+        )
+
     @property
     def duration_s(self) -> float | None:
         """Seconds from start to completion (or None while not both known)."""

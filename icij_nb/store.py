@@ -96,6 +96,15 @@ ON CONFLICT(id) DO UPDATE SET state=excluded.state, progress=excluded.progress,
     manager_id=excluded.manager_id
 """
 
+_UPDATE = """
+UPDATE tasks SET state=?, progress=?, max_attempts=?, attempts_left=?, attempts=?,
+    started_at=?, completed_at=?, worker_id=?, result=?, has_result=?, manager_id=?
+WHERE id=?
+"""
+
+#: rows built per loop turn when flushing, so a big flush does not hold the loop
+_ROWS_PER_TURN: Final = 2_000
+
 _ERROR_INSERT = """
 INSERT OR IGNORE INTO errors
     (task_id, seq, name, message, cause, stacktrace, created_at)
@@ -180,6 +189,7 @@ class TaskStore:
         self._dirty: dict[str, Task] = {}
         self._args_json: dict[str, str] = {}
         self._new_errors: list[tuple[str, int, ErrorRecord]] = []
+        self._written: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -283,7 +293,7 @@ class TaskStore:
             try:
                 if loop.time() - last_beat > HEARTBEAT_S:
                     # Managers on other machines are judged by this heartbeat.
-                    await self._in_thread(self._write, [], [])
+                    await self._in_thread(self._write, [], [], [])
                     last_beat = loop.time()
                 await self.flush()
             except StoreError:
@@ -296,10 +306,19 @@ class TaskStore:
         dirty, self._dirty = self._dirty, {}
         args_json, self._args_json = self._args_json, {}
         errors, self._new_errors = self._new_errors, []
-        rows = [self._row(t, args_json.get(t.id)) for t in dirty.values()]
+        rows: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        for count, task in enumerate(dirty.values(), 1):
+            if task.id in self._written:
+                updates.append(self._update_row(task))
+            else:
+                rows.append(self._row(task, args_json.get(task.id)))
+            if count % _ROWS_PER_TURN == 0:
+                await asyncio.sleep(0)  # a big flush must not hold the loop
         error_rows = [_error_row(tid, seq, e) for tid, seq, e in errors]
         try:
-            await self._in_thread(self._write, rows, error_rows)
+            await self._in_thread(self._write, rows, error_rows, updates)
+            self._written.update(dirty)
         except BaseException:
             # Keep what failed (or was interrupted) for the next flush; newer
             # changes made meanwhile win.
@@ -330,14 +349,35 @@ class TaskStore:
             self.manager_id,
         )
 
+    def _update_row(self, t: Task) -> tuple[Any, ...]:
+        # A task already written: args, name and created_at never change.
+        return (
+            t.state.value,
+            t.progress,
+            t.max_attempts,
+            t.attempts_left,
+            t.attempts,
+            _iso(t.started_at),
+            _iso(t.completed_at),
+            t.worker_id,
+            _result_json(t) if t.has_result else None,
+            int(t.has_result),
+            self.manager_id,
+            t.id,
+        )
+
     def _write(
-        self, rows: list[tuple[Any, ...]], error_rows: list[tuple[Any, ...]]
+        self,
+        rows: list[tuple[Any, ...]],
+        error_rows: list[tuple[Any, ...]],
+        updates: list[tuple[Any, ...]],
     ) -> None:
         db = self._require_db()
         try:
             with db:
                 db.execute("BEGIN")
                 db.executemany(_UPSERT, rows)
+                db.executemany(_UPDATE, updates)
                 db.executemany(_ERROR_INSERT, error_rows)
                 db.execute(
                     "UPDATE managers SET heartbeat_at = ? WHERE id = ?",

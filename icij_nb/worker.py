@@ -208,6 +208,8 @@ class Worker:
     async def run(self) -> None:
         """Consume and run tasks until cancelled or drained."""
         logger.info("worker %s serves group %r", self.worker_id, self.group)
+        loop = asyncio.get_running_loop()
+        turn_started = loop.time()
         async with self.broker.deliveries(self.group, worker_id=self.worker_id) as it:
             async for delivery in it:
                 if self._draining:
@@ -216,6 +218,11 @@ class Worker:
                 await self.handle(delivery)
                 if self.draining:
                     return
+                if loop.time() - turn_started > _TURN_S:
+                    # Tasks that never suspend would otherwise hold the loop for a
+                    # whole queue: the manager, the board and cancels get a turn.
+                    await asyncio.sleep(0)
+                    turn_started = loop.time()
 
     async def handle(self, delivery: Delivery) -> None:
         """Run one delivery to its end and settle it."""
@@ -248,18 +255,21 @@ class Worker:
     async def _execute(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
         task = delivery.task
         await self._send(ProgressEvent(task.id, 0.0, worker_id=self.worker_id))
-        loop = asyncio.get_running_loop()
-        progress = _Progress(
-            lambda p: self._send_nowait(
-                ProgressEvent(task.id, p, worker_id=self.worker_id)
-            ),
-            self._progress_interval_s,
-            loop,
+        progress = (
+            _Progress(
+                lambda p: self._send_nowait(
+                    ProgressEvent(task.id, p, worker_id=self.worker_id)
+                ),
+                self._progress_interval_s,
+                asyncio.get_running_loop(),
+            )
+            if spec.takes_progress
+            else None
         )
         try:
             value = await self._call(spec, task, progress)
         except asyncio.CancelledError:
-            progress.close()
+            _close(progress)
             if run.cancel is None:  # the worker itself is stopping: give it back
                 await self._send(
                     CancelledEvent(task.id, requeue=True, worker_id=self.worker_id)
@@ -272,23 +282,25 @@ class Worker:
             await self._cancelled(delivery, run.cancel)
             return
         except Exception as exc:
-            progress.close()
+            _close(progress)
             retry = isinstance(exc, spec.recover_from) and task.attempts_left > 1
             self.failed += 1
             await self._fail(delivery, ErrorRecord.from_exception(exc), retry=retry)
             return
-        progress.close()
+        _close(progress)
         await self._succeed(delivery, spec, value)
 
-    async def _call(self, spec: TaskSpec, task: Task, progress: _Progress) -> Any:
+    async def _call(
+        self, spec: TaskSpec, task: Task, progress: _Progress | None
+    ) -> Any:
         kwargs = dict(task.args)
         timeout_s = spec.effective_timeout_s
         if spec.is_async:
-            if spec.takes_progress:
+            if progress is not None:
                 kwargs["progress"] = progress.report_async
             call: Any = spec.fn(**kwargs)
         else:
-            if spec.takes_progress:
+            if progress is not None:
                 kwargs["progress"] = progress.report_from_thread
             context = contextvars.copy_context()
             fn = functools.partial(context.run, spec.fn, **kwargs)
@@ -350,6 +362,14 @@ class Worker:
         _PENDING.add(task)
         task.add_done_callback(_PENDING.discard)
 
+
+def _close(progress: _Progress | None) -> None:
+    if progress is not None:
+        progress.close()
+
+
+#: the longest a worker runs tasks back to back before letting the loop breathe
+_TURN_S = 0.005
 
 # Keeps fire-and-forget progress publishes referenced until they finish.
 _PENDING: set[asyncio.Future[None]] = set()

@@ -201,11 +201,16 @@ class AmqpBroker(Broker):
         if self._connection is not None:
             return
         self._connection = await self._connect()
-        self._publisher = await self._channel(confirms=True)
-        await self._declare_common()
-        if not self.observe_only:
-            for group in [None, *self.app.groups]:
-                await self.declare_task_queue(group)
+        try:
+            self._publisher = await self._channel(confirms=True)
+            await self._declare_common()
+            if not self.observe_only:
+                for group in [None, *self.app.groups]:
+                    await self.declare_task_queue(group)
+        except BaseException:
+            # A half-started broker would leave its connection to a closed loop.
+            await self.close()
+            raise
 
     async def _connect(self) -> AbstractRobustConnection:
         where = f"RabbitMQ at {mask_url(self.url)} (vhost {self.vhost!r})"

@@ -27,6 +27,9 @@ from icij_nb.model import (
     WorkerStatus,
 )
 
+#: tasks queued per loop turn by a big publish
+_TASKS_PER_TURN = 2_000
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -177,7 +180,9 @@ class MemoryBroker(Broker):
                 )
                 not_queued = tuple(t.id for t in tasks[index:])
                 raise TaskQueueFull(msg, group=task.group or "", not_queued=not_queued)
-            queue.put(_Entry(task.snapshot()))
+            queue.put(_Entry(task.message()))
+            if index % _TASKS_PER_TURN == _TASKS_PER_TURN - 1:
+                await asyncio.sleep(0)  # a big map must not hold the loop
 
     async def broadcast(self, event: WorkerBroadcast) -> None:
         # Dropped from its queue, a cancelled task reaches no worker: telling them

@@ -600,8 +600,9 @@ def _identifier(fields: _Fields, key: str) -> str:
 
 
 def _task_state(fields: _Fields) -> TaskState:
-    value = fields.optional_text("state", TaskState.CREATED.value)
-    assert value is not None  # a default is given
+    value = fields.optional_text("state")
+    if value is None:
+        return TaskState.CREATED
     try:
         return TaskState.parse(value)
     except ValueError:
