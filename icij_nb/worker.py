@@ -254,7 +254,19 @@ class Worker:
 
     async def _execute(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
         task = delivery.task
-        await self._send(ProgressEvent(task.id, 0.0, worker_id=self.worker_id))
+        # Not awaited: the confirm comes while the task runs (it is awaited before
+        # the delivery is settled), and later events keep their order after it.
+        started = await self.broker.publish_event_soon(
+            ProgressEvent(task.id, 0.0, worker_id=self.worker_id)
+        )
+        try:
+            await self._run_task(delivery, spec, run)
+        finally:
+            _PENDING.add(started)
+            started.add_done_callback(_forget_sent)
+
+    async def _run_task(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
+        task = delivery.task
         progress = (
             _Progress(
                 lambda p: self._send_nowait(
@@ -360,7 +372,13 @@ class Worker:
         # Called from loop callbacks (coalesced progress): publish in the background.
         task = asyncio.ensure_future(self._send(event))
         _PENDING.add(task)
-        task.add_done_callback(_PENDING.discard)
+        task.add_done_callback(_forget_sent)
+
+
+def _forget_sent(sent: asyncio.Future[None]) -> None:
+    _PENDING.discard(sent)
+    if not sent.cancelled() and sent.exception() is not None:
+        logger.warning("an event was not confirmed by the broker: %s", sent.exception())
 
 
 def _close(progress: _Progress | None) -> None:

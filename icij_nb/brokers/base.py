@@ -128,6 +128,16 @@ class Broker(abc.ABC):
     async def publish_event(self, event: ManagerEvent) -> None:
         """Send an event to the manager."""
 
+    async def publish_event_soon(self, event: ManagerEvent) -> asyncio.Future[None]:
+        """Send an event without waiting for the broker to confirm it.
+
+        It keeps its place before every event sent after this returns; await the
+        returned future for the confirmation.
+        """
+        sending = asyncio.ensure_future(self.publish_event(event))
+        await asyncio.sleep(0)  # its frames take their place in the channel now
+        return sending
+
     @abc.abstractmethod
     def broadcasts(
         self, *, worker_id: str

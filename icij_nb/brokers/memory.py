@@ -216,6 +216,12 @@ class MemoryBroker(Broker):
     async def publish_event(self, event: ManagerEvent) -> None:
         self.publish_event_nowait(event)
 
+    async def publish_event_soon(self, event: ManagerEvent) -> asyncio.Future[None]:
+        self.publish_event_nowait(event)
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        confirmed.set_result(None)  # in-process: nothing to confirm
+        return confirmed
+
     @asynccontextmanager
     async def deliveries(
         self, group: str | None, *, worker_id: str

@@ -8,6 +8,7 @@ module names.
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -130,9 +131,12 @@ class ManagementApi:
     def __init__(self, url: str, vhost: str) -> None:
         parts = urlsplit(url)
         self._base = urlunsplit(parts._replace(netloc=_host_port(parts))).rstrip("/")
-        self._auth = aiohttp.BasicAuth(
-            unquote(parts.username or "guest"), unquote(parts.password or "guest")
+        # A plain header: aiohttp.BasicAuth is deprecated since aiohttp 3.14.
+        credentials = (
+            f"{unquote(parts.username or 'guest')}:{unquote(parts.password or 'guest')}"
         )
+        token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}
         self._vhost = vhost
         self.masked_url = mask_url(url)
 
@@ -141,7 +145,7 @@ class ManagementApi:
         path = f"/api/policies/{quote(self._vhost, safe='')}/{quote(name, safe='')}"
         try:
             async with (
-                aiohttp.ClientSession(auth=self._auth) as session,
+                aiohttp.ClientSession(headers=self._headers) as session,
                 session.put(
                     self._base + path,
                     json=body,
