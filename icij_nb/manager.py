@@ -359,7 +359,8 @@ class TaskManager:
             if task.id in self._tasks:
                 msg = f"a task with id {task.id!r} exists already; choose another id"
                 raise InvalidArguments(msg)
-            task.state = TaskState.QUEUED
+            # Published as CREATED, as icij's manager does a first enqueue (§2.4).
+            task.state = TaskState.CREATED
             tasks.append(task)
         # Tracked before publishing: a worker may answer before publish returns.
         for task in tasks:
@@ -371,13 +372,22 @@ class TaskManager:
             lost = set(exc.not_queued)
             for task_id in lost:
                 self._untrack(task_id)
+            self._mark_queued([t for t in tasks if t.id not in lost])
             self._record_new([p for p in prepared if p[0].id not in lost])
             raise
         except BaseException:
             for task in tasks:
                 self._untrack(task.id)
             raise
+        self._mark_queued(tasks)
         self._record_new(prepared)
+
+    def _mark_queued(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            if task.state is TaskState.CREATED:  # else a worker answered already
+                task.state = TaskState.QUEUED
+                self._counts[TaskState.CREATED] -= 1
+                self._counts[TaskState.QUEUED] += 1
 
     def _record_new(self, prepared: Sequence[tuple[Task, str]]) -> None:
         for task, args_json in prepared:

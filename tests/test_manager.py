@@ -12,8 +12,6 @@ import pytest
 import icij_nb as nb
 from icij_nb.testing import wait_until, wait_until_async
 
-RUNTIME_THREAD = "icij_nb-runtime"
-
 
 def test_submit_returns_the_result_of_a_sync_task(app, make_manager):
     @app.task

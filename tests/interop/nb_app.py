@@ -75,6 +75,11 @@ def returns_none() -> dict[str, None]:
     return {"none": None}
 
 
+@app.task(max_retries=2)
+def returns_nothing() -> None:
+    """Not in icij_app.py: a None result, which icij's own worker cannot send."""
+
+
 @app.task(max_retries=2, group=GROUP)
 def grouped_hello(greeted: str) -> str:
     return f"hello {greeted}"
