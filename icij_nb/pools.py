@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from icij_nb.app import App
@@ -23,6 +22,7 @@ from icij_nb.brokers.base import Broker
 from icij_nb.errors import ConfigError, ManagerClosed
 from icij_nb.model import WorkerStatus
 from icij_nb.runtime import Runtime
+from icij_nb.threads import DaemonExecutor
 from icij_nb.worker import CancelRegistry, Worker, make_worker_id
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,7 @@ class InKernelPool:
         self._runtime = runtime
         self._cancels = CancelRegistry()
         # Sync tasks run here; spare threads take over from ones a cancel abandoned.
-        self._executor = ThreadPoolExecutor(
-            max_workers=workers + 2, thread_name_prefix=f"icij_nb-{group or 'pool'}"
-        )
+        self._executor = DaemonExecutor(workers + 2, name=f"icij_nb-{group or 'pool'}")
         self.workers = [
             Worker(
                 app,

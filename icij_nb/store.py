@@ -23,7 +23,6 @@ import os
 import socket
 import sqlite3
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +31,7 @@ import pandas as pd
 
 from icij_nb.errors import StoreError, UnknownTask
 from icij_nb.model import ErrorRecord, StackFrame, Task, TaskState, utcnow
+from icij_nb.threads import DaemonExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class TaskStore:
         self.path = str(path)
         self._flush_interval_s = flush_interval_s
         self._flush_batch = flush_batch
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="icij_nb-store")
+        self._thread = DaemonExecutor(1, name="icij_nb-store")
         self._db: sqlite3.Connection | None = None
         self._dirty: dict[str, Task] = {}
         self._args_json: dict[str, str] = {}

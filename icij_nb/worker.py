@@ -228,7 +228,7 @@ class Worker:
         """Run one delivery to its end and settle it."""
         task = delivery.task
         heard = self._cancels.take(task.id)
-        if heard is not None:
+        if heard is not None and not _published_after(delivery, heard):
             await self._send(
                 CancelledEvent(task.id, requeue=False, worker_id=self.worker_id)
             )
@@ -267,11 +267,20 @@ class Worker:
 
     async def _run_task(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
         task = delivery.task
+        # Progress publishes still in flight: the outcome event waits for them, so
+        # that no progress report arrives after the task's result.
+        in_flight: set[asyncio.Future[None]] = set()
+
+        def send_progress(value: float) -> None:
+            sent = self._send_nowait(
+                ProgressEvent(task.id, value, worker_id=self.worker_id)
+            )
+            in_flight.add(sent)
+            sent.add_done_callback(in_flight.discard)
+
         progress = (
             _Progress(
-                lambda p: self._send_nowait(
-                    ProgressEvent(task.id, p, worker_id=self.worker_id)
-                ),
+                send_progress,
                 self._progress_interval_s,
                 asyncio.get_running_loop(),
             )
@@ -291,15 +300,18 @@ class Worker:
             owner = asyncio.current_task()
             if owner is not None:
                 owner.uncancel()
+            await _sent(in_flight)
             await self._cancelled(delivery, run.cancel)
             return
         except Exception as exc:
             _close(progress)
             retry = isinstance(exc, spec.recover_from) and task.attempts_left > 1
             self.failed += 1
+            await _sent(in_flight)
             await self._fail(delivery, ErrorRecord.from_exception(exc), retry=retry)
             return
         _close(progress)
+        await _sent(in_flight)
         await self._succeed(delivery, spec, value)
 
     async def _call(
@@ -368,17 +380,31 @@ class Worker:
     async def _send(self, event: ManagerEvent) -> None:
         await self.broker.publish_event(event)
 
-    def _send_nowait(self, event: ManagerEvent) -> None:
+    def _send_nowait(self, event: ManagerEvent) -> asyncio.Future[None]:
         # Called from loop callbacks (coalesced progress): publish in the background.
         task = asyncio.ensure_future(self._send(event))
         _PENDING.add(task)
         task.add_done_callback(_forget_sent)
+        return task
+
+
+def _published_after(delivery: Delivery, cancel: CancelEvent) -> bool:
+    # A task published after its cancel is a retry: it must run. Deliveries that
+    # do not say when they were published (icij-worker's) are taken as older.
+    published = delivery.published_at
+    return published is not None and published > cancel.created_at
 
 
 def _forget_sent(sent: asyncio.Future[None]) -> None:
     _PENDING.discard(sent)
     if not sent.cancelled() and sent.exception() is not None:
         logger.warning("an event was not confirmed by the broker: %s", sent.exception())
+
+
+async def _sent(in_flight: set[asyncio.Future[None]]) -> None:
+    """Wait until the publishes in ``in_flight`` are done (failed ones are logged)."""
+    if in_flight:
+        await asyncio.wait(list(in_flight))
 
 
 def _close(progress: _Progress | None) -> None:

@@ -33,6 +33,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, Final
 
 import aio_pika
@@ -60,6 +61,7 @@ from icij_nb.brokers.topology import (
     EXCHANGE_TASKS,
     EXCHANGE_WORKER_EVENTS,
     MANAGER_EVENT_ARGUMENTS,
+    PUBLISHED_AT_HEADER,
     QUEUE_MANAGER_EVENT,
     QUEUE_MANAGER_EVENT_DLQ,
     QUEUE_TASK_DLQ,
@@ -87,6 +89,7 @@ from icij_nb.model import (
     Task,
     WorkerBroadcast,
     WorkerStatus,
+    utcnow,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,6 +107,16 @@ class _AmqpDelivery:
     @property
     def redelivered(self) -> bool:
         return bool(self._message.redelivered)
+
+    @property
+    def published_at(self) -> datetime | None:
+        value = (self._message.headers or {}).get(PUBLISHED_AT_HEADER)
+        if not isinstance(value, str):
+            return None
+        try:
+            return wire.parse_datetime(value)
+        except WireError:
+            return None
 
     async def ack(self) -> None:
         if not self._settled:
@@ -343,6 +356,9 @@ class AmqpBroker(Broker):
             wire.encode_task(task),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             app_id=self.app.name,
+            # Tells a retry from the message a cancel was meant for (icij-worker
+            # ignores headers).
+            headers={PUBLISHED_AT_HEADER: wire.format_datetime(utcnow())},
         )
         await exchange.publish(message, task_routing_key(task.group), mandatory=True)
 

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from icij_nb.errors import ConfigError
@@ -59,6 +60,11 @@ class Delivery(Protocol):
     @property
     def redelivered(self) -> bool:
         """True when an earlier delivery of this message was not settled."""
+        ...
+
+    @property
+    def published_at(self) -> datetime | None:
+        """When the manager published this message, if the message says."""
         ...
 
     async def ack(self) -> None:

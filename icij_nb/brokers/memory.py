@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from icij_nb.app import App
 from icij_nb.brokers.base import Broker, Delivery, EventBatch
@@ -25,6 +26,7 @@ from icij_nb.model import (
     Task,
     WorkerBroadcast,
     WorkerStatus,
+    utcnow,
 )
 
 #: tasks queued per loop turn by a big publish
@@ -36,6 +38,7 @@ class _Entry:
     task: Task
     redelivered: bool = False
     dropped: bool = False
+    published_at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(slots=True)
@@ -112,6 +115,10 @@ class _MemoryDelivery:
     def redelivered(self) -> bool:
         return self._entry.redelivered
 
+    @property
+    def published_at(self) -> datetime:
+        return self._entry.published_at
+
     def _settle(self) -> bool:
         if self._settled:
             return False
@@ -127,7 +134,11 @@ class _MemoryDelivery:
             self.requeue()
 
     def requeue(self) -> None:
-        self._queue.put(_Entry(self._entry.task, redelivered=True), front=True)
+        entry = self._entry
+        self._queue.put(
+            _Entry(entry.task, redelivered=True, published_at=entry.published_at),
+            front=True,
+        )
 
 
 class MemoryBroker(Broker):

@@ -56,6 +56,7 @@ MANAGER_EVENT_ARGUMENTS: Final[dict[str, Any]] = {
 }
 
 WORKER_ID_HEADER: Final = "workerId"
+PUBLISHED_AT_HEADER: Final = "publishedAt"
 DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 ENV_URL: Final = "ICIJ_NB_AMQP_URL"
 ENV_MANAGEMENT_URL: Final = "ICIJ_NB_AMQP_MANAGEMENT_URL"

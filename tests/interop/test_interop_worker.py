@@ -180,6 +180,17 @@ def test_hello_and_a_none_result_end_done(nb_pool, icij_manager):
     )
 
 
+def test_camel_case_args_reach_snake_case_parameters(nb_pool, icij_manager):
+    # icij's worker snake-cases every argument name before the call (PROTOCOL.md
+    # §3.3 step 8): Datashare's Java side sends camelCase names.
+    nb_pool()
+
+    run = icij_manager([{"name": "with_progress", "args": {"nSteps": 3}}])
+
+    [task] = run.tasks
+    assert (task["state"], task["result"], task["errors"]) == ("DONE", 3, [])
+
+
 def test_flaky_tasks_retry_until_the_icij_manager_stops(nb_pool, icij_manager):
     nb_pool()
 
