@@ -34,6 +34,7 @@ from typing import Any
 
 from icij_nb.app import App, TaskSpec
 from icij_nb.brokers.base import Broker, Delivery
+from icij_nb.brokers.wire import to_snake_case
 from icij_nb.errors import InvalidProgress, InvalidResult, TaskTimeout, UnknownTask
 from icij_nb.jsonvalues import json_problem
 from icij_nb.model import (
@@ -317,7 +318,7 @@ class Worker:
     async def _call(
         self, spec: TaskSpec, task: Task, progress: _Progress | None
     ) -> Any:
-        kwargs = dict(task.args)
+        kwargs = _keyword_args(spec, task.args)
         timeout_s = spec.effective_timeout_s
         if spec.is_async:
             if progress is not None:
@@ -399,6 +400,26 @@ def _forget_sent(sent: asyncio.Future[None]) -> None:
     _PENDING.discard(sent)
     if not sent.cancelled() and sent.exception() is not None:
         logger.warning("an event was not confirmed by the broker: %s", sent.exception())
+
+
+def _keyword_args(spec: TaskSpec, args: dict[str, Any]) -> dict[str, Any]:
+    """A task's args as keyword arguments, with icij-worker's snake_case names.
+
+    icij-worker snake-cases every argument name before the call (``nSteps`` becomes
+    ``n_steps``), and Datashare sends camelCase names. A name the function takes as
+    it is stays as it is: only a name that fits no parameter, and whose snake_case
+    form does, is converted (unless the args hold that form too).
+    """
+    params = spec.signature.parameters
+    kwargs = {}
+    for key, value in args.items():
+        name = key
+        if key not in params:
+            snake = to_snake_case(key)
+            if snake in params and snake not in args:
+                name = snake
+        kwargs[name] = value
+    return kwargs
 
 
 async def _sent(in_flight: set[asyncio.Future[None]]) -> None:
