@@ -489,7 +489,9 @@ def nb_run(
             warm = tm.gather(
                 tm.map(TASK_NAME, [{}] * WARMUP_TASKS), timeout_s=RUN_TIMEOUT_S
             )
-            assert warm == [0] * WARMUP_TASKS, "wrong warm-up results"
+            if warm != [0] * WARMUP_TASKS:
+                msg = "icij_nb: wrong results from the warm-up"
+                raise RuntimeError(msg)
             gc.collect()
             start, cpu_start = time.perf_counter(), time.process_time()
             batch = tm.map(TASK_NAME, [{}] * n_tasks)
@@ -1032,7 +1034,11 @@ def main(argv: list[str] | None = None) -> int:
         "icij_budget_s": ICIJ_BUDGET_S,
     }
     started = time.perf_counter()
-    results = run(params)
+    try:
+        results = run(params)
+    except KeyboardInterrupt:
+        log("interrupted: child processes stopped, vhosts deleted")
+        return 130
     log(f"benchmark took {time.perf_counter() - started:.1f}s")
     try:
         overview: dict[str, Any] | None = Management().overview()

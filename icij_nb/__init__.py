@@ -4,6 +4,8 @@ Define tasks in cells with ``@app.task``, start pools with ``tm.start_pool``, su
 and watch the task table (``tm.frame()``).
 """
 
+import typing as _typing
+
 from icij_nb.app import App, TaskGroup, TaskSpec
 from icij_nb.brokers.base import Broker
 from icij_nb.brokers.memory import MemoryBroker
@@ -38,7 +40,29 @@ from icij_nb.model import ErrorRecord, StackFrame, Task, TaskState
 from icij_nb.pools import InKernelPool
 from icij_nb.store import FRAME_COLUMNS, TaskStore
 
+if _typing.TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: "InteractiveShell") -> None:
+    """Add the ``%icij`` magics to IPython: ``%load_ext icij_nb`` (see docs/magics.md).
+
+    IPython is imported only now, so ``import icij_nb`` stays cheap. Loading twice is
+    harmless.
+    """
+    from icij_nb.magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: "InteractiveShell") -> None:
+    """Remove the ``%icij`` magics; ``icij_app`` and ``tm`` stay in the notebook."""
+    from icij_nb.magics import unload
+
+    unload(ipython)
+
 
 __all__ = [
     "FRAME_COLUMNS",
@@ -80,4 +104,6 @@ __all__ = [
     "WireError",
     "__version__",
     "connect",
+    "load_ipython_extension",
+    "unload_ipython_extension",
 ]

@@ -95,10 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--name", default=None, help="only this task name")
     listing.add_argument("--limit", type=int, default=50, help="rows (50)")
     show = tasks_cmd.add_parser("show", help="one task, with its errors")
-    show.add_argument("task_id")
+    show.add_argument("task_id", metavar="TASK_ID", help="the task's id")
     _store_arg(show)
     cancel = tasks_cmd.add_parser("cancel", help="broadcast a cancel to workers")
-    cancel.add_argument("task_id")
+    cancel.add_argument("task_id", metavar="TASK_ID", help="the task's id")
     cancel.add_argument("--requeue", action="store_true", help="put it back")
     _broker_args(cancel)
     return parser

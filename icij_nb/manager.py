@@ -30,7 +30,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
@@ -63,6 +63,9 @@ from icij_nb.pools import HEARTBEAT_S, InKernelPool
 from icij_nb.process_pool import ProcessPool
 from icij_nb.runtime import Runtime, get_runtime
 from icij_nb.store import TaskStore
+
+if TYPE_CHECKING:
+    from icij_nb.board import TaskBoard
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class TaskManager:
         self._watcher: asyncio.Task[None] | None = None
         self._workers: dict[str, tuple[WorkerStatus, datetime]] = {}
         self._closed = False
+        #: called (no arguments) when a blocking wait ends: boards show final states
+        self._after_wait: list[Callable[[], None]] = []
         self._started = False
         self._pid = os.getpid()
 
@@ -472,10 +477,12 @@ class TaskManager:
                 republish.append(task)
             elif task.state.is_ready:
                 self._resolve(task.id)
-        if republish:
-            await self._republish(republish)
+        # Listeners hear of every change before a waiting cell can resume (a
+        # republish may suspend), so boards refreshed after a wait are final.
         if changed:
             self._notify(list(changed.values()))
+        if republish:
+            await self._republish(republish)
         return rejected
 
     async def _republish(self, tasks: list[Task]) -> None:
@@ -487,6 +494,7 @@ class TaskManager:
             )
             for task in tasks:
                 self._fail_locally(task, exc)
+            self._notify(tasks)
 
     def _fail_locally(self, task: Task, exc: BaseException) -> None:
         from icij_nb.model import ErrorRecord  # local: only on this rare path
@@ -637,6 +645,21 @@ class TaskManager:
         self._check_open()
         return await self._wrap(self.store.frame())
 
+    def board(self, **filters: Any) -> TaskBoard:
+        """A live task board of this manager (needs ipywidgets: ``icij_nb[notebook]``).
+
+        Takes the keyword arguments of :class:`~icij_nb.board.TaskBoard` (group,
+        states, name, text, page_size, refresh_s).
+
+        Example:
+            board = tm.board(group="cpu")
+            board                       # the cell's last expression shows it
+        """
+        from icij_nb.board import TaskBoard  # lazily: ipywidgets is an extra
+
+        self._check_open()
+        return TaskBoard(self, **filters)
+
     @property
     def counts(self) -> dict[TaskState, int]:
         """Tasks of this session in each state, now."""
@@ -723,13 +746,19 @@ class TaskManager:
             TaskCancelled: it was cancelled.
             WaitTimeout: ``timeout_s`` passed first; the task goes on.
         """
-        return self._run(self._result(_task_id(task), timeout_s))
+        try:
+            return self._run(self._result(_task_id(task), timeout_s))
+        finally:
+            self._waited()
 
     async def result_async(
         self, task: TaskRef, *, timeout_s: float | None = None
     ) -> Any:
         """Awaitable twin of :meth:`result`."""
-        return await self._wrap(self._result(_task_id(task), timeout_s))
+        try:
+            return await self._wrap(self._result(_task_id(task), timeout_s))
+        finally:
+            self._waited()
 
     async def _gather(
         self, task_ids: list[str], timeout_s: float | None, return_exceptions: bool
@@ -767,6 +796,8 @@ class TaskManager:
             if cancel_on_interrupt:
                 self._run(self._cancel_many(task_ids, requeue=False))
             raise
+        finally:
+            self._waited()
 
     async def gather_async(
         self,
@@ -777,7 +808,12 @@ class TaskManager:
     ) -> list[Any]:
         """Awaitable twin of :meth:`gather`."""
         task_ids = [_task_id(t) for t in tasks]
-        return await self._wrap(self._gather(task_ids, timeout_s, return_exceptions))
+        try:
+            return await self._wrap(
+                self._gather(task_ids, timeout_s, return_exceptions)
+            )
+        finally:
+            self._waited()
 
     def wait(
         self, tasks: Iterable[TaskRef], *, timeout_s: float | None = None
@@ -787,7 +823,10 @@ class TaskManager:
         Unlike gather it does not raise for failed tasks, only WaitTimeout.
         """
         task_ids = [_task_id(t) for t in tasks]
-        self._run(self._wait_ready(task_ids, timeout_s))
+        try:
+            self._run(self._wait_ready(task_ids, timeout_s))
+        finally:
+            self._waited()
         return [self.get(i) for i in task_ids]
 
     async def wait_async(
@@ -795,8 +834,24 @@ class TaskManager:
     ) -> list[Task]:
         """Awaitable twin of :meth:`wait`."""
         task_ids = [_task_id(t) for t in tasks]
-        await self._wrap(self._wait_ready(task_ids, timeout_s))
+        try:
+            await self._wrap(self._wait_ready(task_ids, timeout_s))
+        finally:
+            self._waited()
         return [await self.get_async(i) for i in task_ids]
+
+    def _waited(self) -> None:
+        """A wait ended: run the after-wait hooks (boards render the final state).
+
+        Not from the runtime thread: hooks block on it.
+        """
+        if not self._after_wait or self._runtime.in_runtime_thread():
+            return
+        for hook in list(self._after_wait):
+            try:
+                hook()
+            except Exception:
+                logger.exception("after-wait hook %r failed", hook)
 
     # -- cancel and retry -----------------------------------------------------------
 

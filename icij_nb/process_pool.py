@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -174,7 +175,14 @@ class ProcessPool:
                 name=f"icij_nb-{self.group or 'default'}-{index}",
                 daemon=True,
             )
-            proc.start()
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about forking a threaded process. The child
+                # touches none of the parent's threads or locks: it closes what it
+                # inherited, starts its own loop, and talks to RabbitMQ only.
+                warnings.filterwarnings(
+                    "ignore", message=".*fork.*", category=DeprecationWarning
+                )
+                proc.start()
             os.close(read_end)
             self._procs.append(proc)
             # The child watches the read end: when this process dies, the write

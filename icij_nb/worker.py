@@ -53,6 +53,22 @@ from icij_nb.model import (
 logger = logging.getLogger(__name__)
 
 
+#: The task a worker runs in this context; sync functions see it too, through the
+#: context their thread runs in.
+_CURRENT_TASK: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
+    "icij_nb_current_task", default=None
+)
+
+
+def current_task_id() -> str | None:
+    """The id of the task whose function calls this, or None outside a task.
+
+    Notebook tasks use it to name their output notebook after the task.
+    """
+    task = _CURRENT_TASK.get()
+    return task.id if task is not None else None
+
+
 def make_worker_id(app: App, index: int) -> str:
     """An id in icij-worker's shape: ``<app>-worker-<host>-<pid>-<index>``."""
     return f"{app.name}-worker-{socket.gethostname()}-{os.getpid()}-{index}"
@@ -247,9 +263,11 @@ class Worker:
         run = _Run(task.id, owner)
         self._cancels.running[task.id] = run
         self.current = task.id
+        token = _CURRENT_TASK.set(task)
         try:
             await self._execute(delivery, spec, run)
         finally:
+            _CURRENT_TASK.reset(token)
             self._cancels.running.pop(task.id, None)
             self.current = None
 

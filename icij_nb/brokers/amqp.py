@@ -227,10 +227,17 @@ class AmqpBroker(Broker):
 
     async def _connect(self) -> AbstractRobustConnection:
         where = f"RabbitMQ at {mask_url(self.url)} (vhost {self.vhost!r})"
+        # Built here, not by connect_robust(), so that a failed one can be closed:
+        # garbage-collected unclosed, it warns "coroutine ... never awaited".
+        connection = aio_pika.RobustConnection(aio_pika.connection.make_url(self.url))
         try:
-            return await aio_pika.connect_robust(
-                self.url, timeout=self.connection_timeout_s
-            )
+            try:
+                await connection.connect(timeout=self.connection_timeout_s)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                raise
+            return connection
         except aiormq.exceptions.ProbableAuthenticationError as exc:
             msg = f"{where} refused the credentials: check user and password ({exc})"
             raise BrokerUnavailable(msg) from exc
@@ -338,6 +345,10 @@ class AmqpBroker(Broker):
     # -- manager side -------------------------------------------------------------
 
     async def publish_tasks(self, tasks: Sequence[Task]) -> None:
+        # A group the app got after start (a task defined in a later cell) gets its
+        # queue now; unbound, the task would be returned unroutable.
+        for group in {t.group for t in tasks} - self._declared_groups:
+            await self.declare_task_queue(group)
         exchange = self._exchange(EXCHANGE_TASKS)
         for start in range(0, len(tasks), PUBLISH_CHUNK):
             chunk = tasks[start : start + PUBLISH_CHUNK]

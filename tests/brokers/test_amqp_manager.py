@@ -119,7 +119,7 @@ def app() -> nb.App:
     return nb.App("amqpapp", groups=(nb.TaskGroup("cpu"),))
 
 
-# -- submit, map, gather, results ------------------------------------------------
+# -- submit, map, gather, results ----------------------------------------------
 
 
 def test_submit_map_and_gather_return_results_through_rabbitmq(app, amqp_connect):
@@ -178,7 +178,7 @@ def test_a_none_result_round_trips_and_the_wire_carries_value_null(
     ]
 
 
-# -- retries ---------------------------------------------------------------------
+# -- retries -------------------------------------------------------------------
 
 
 def test_retryable_errors_are_republished_with_fewer_retries_left(
@@ -247,7 +247,7 @@ def test_retries_stop_when_attempts_run_out_or_the_error_is_not_retryable(
     assert tm.counts[nb.TaskState.ERROR] == 2
 
 
-# -- progress --------------------------------------------------------------------
+# -- progress ------------------------------------------------------------------
 
 
 def test_progress_reports_reach_the_manager_while_the_task_runs(
@@ -278,7 +278,7 @@ def test_progress_reports_reach_the_manager_while_the_task_runs(
     assert seen[-1] == (nb.TaskState.DONE, 1.0)
 
 
-# -- cancel ----------------------------------------------------------------------
+# -- cancel --------------------------------------------------------------------
 
 
 def test_cancel_stops_a_running_task_and_the_worker_goes_on(app, amqp_connect):
@@ -313,9 +313,7 @@ def test_cancel_stops_a_running_task_and_the_worker_goes_on(app, amqp_connect):
         tm.cancel(handle)
 
 
-def test_cancel_of_a_queued_task_means_it_never_runs(
-    vhost, app, amqp_connect, release
-):
+def test_cancel_of_a_queued_task_means_it_never_runs(vhost, app, amqp_connect, release):
     ran: list[str] = []
 
     @app.task(group="cpu")
@@ -386,14 +384,16 @@ def test_cancel_with_requeue_sends_a_running_task_back_and_it_completes(
     assert mine[mine.index(running) :].count(nb.TaskState.QUEUED) >= 1
     assert tm.get(handle).attempts == 2
     # The same single worker is free: later tasks still run.
-    assert tm.map("quick", [{"n": i} for i in range(3)]).results(
-        timeout_s=WAIT_S
-    ) == [0, 1, 2]
+    assert tm.map("quick", [{"n": i} for i in range(3)]).results(timeout_s=WAIT_S) == [
+        0,
+        1,
+        2,
+    ]
     assert pool.done == 4
     assert queue_counts(vhost, "TASK.cpu")[0] == 0
 
 
-# -- timeouts --------------------------------------------------------------------
+# -- timeouts ------------------------------------------------------------------
 
 
 def test_a_task_over_its_timeout_fails_and_the_worker_goes_on(app, amqp_connect):
@@ -418,7 +418,7 @@ def test_a_task_over_its_timeout_fails_and_the_worker_goes_on(app, amqp_connect)
     assert tm.submit("quick", {"n": 1}).result(timeout_s=WAIT_S) == 1
 
 
-# -- workers and shutdown ------------------------------------------------------------
+# -- workers and shutdown ------------------------------------------------------
 
 
 def test_workers_lists_the_pool_workers_with_group_and_current_task(
@@ -482,9 +482,7 @@ def test_shutdown_workers_stops_the_pool_and_requeues_its_running_task(
 
     tm.shutdown_workers()
 
-    wait_until(
-        lambda: pool not in tm.pools, timeout_s=WAIT_S, what="the pool to stop"
-    )
+    wait_until(lambda: pool not in tm.pools, timeout_s=WAIT_S, what="the pool to stop")
     assert pool.stopped
     wait_until(
         lambda: handle.state is nb.TaskState.QUEUED,
@@ -506,7 +504,7 @@ def test_shutdown_workers_stops_the_pool_and_requeues_its_running_task(
     assert runs == [1, 2]
 
 
-# -- events outlive the manager ------------------------------------------------------
+# -- events outlive the manager ------------------------------------------------
 
 
 class ServeThread:
@@ -623,8 +621,9 @@ def test_the_manager_acks_an_event_only_once_the_store_holds_it(
         )
         # Applied in memory, but not stored: the result event stays unacked.
         vhost.wait_until(
-            lambda: (vhost.queue("MANAGER_EVENT") or {}).get("messages_unacknowledged")
-            == 1,
+            lambda: (
+                (vhost.queue("MANAGER_EVENT") or {}).get("messages_unacknowledged") == 1
+            ),
             timeout_s=WAIT_S,
             what="the result event to stay unacknowledged while the store is locked",
         )

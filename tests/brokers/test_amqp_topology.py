@@ -16,6 +16,7 @@ import aiormq
 import pytest
 
 import icij_nb as nb
+from icij_nb.brokers.topology import PUBLISHED_AT_HEADER
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -225,8 +226,13 @@ def test_connect_sets_the_task_group_policies_with_the_group_cap(
     }
     # The broker applies them: each task queue is governed by its own policy.
     vhost.wait_until(
-        lambda: {q: (vhost.queue(q) or {}).get("policy") for q in ("TASK", "TASK.cpu")}
-        == {"TASK": "task-group-policy-TASK", "TASK.cpu": "task-group-policy-TASK.cpu"},
+        lambda: (
+            {q: (vhost.queue(q) or {}).get("policy") for q in ("TASK", "TASK.cpu")}
+            == {
+                "TASK": "task-group-policy-TASK",
+                "TASK.cpu": "task-group-policy-TASK.cpu",
+            }
+        ),
         what="the task-group policies to apply",
     )
 
@@ -289,8 +295,11 @@ async def test_a_queued_task_message_is_persistent_with_app_id_and_the_icij_keys
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.app_id == "topoapp"
     assert message.content_type is None
-    # No header of ours; quorum queues add their own delivery count.
-    assert {k for k in message.headers or {} if not k.startswith("x-")} == set()
+    # Only icij_nb's publish time (icij-worker ignores headers); quorum queues add
+    # their own x-delivery-count.
+    headers = {k for k in message.headers or {} if not k.startswith("x-")}
+    assert headers == {PUBLISHED_AT_HEADER}
+    assert str(message.headers[PUBLISHED_AT_HEADER]).endswith("+00:00")
     body = json.loads(message.body)
     assert set(body) == FIRST_ENQUEUE_KEYS
     assert body["@type"] == "Task"

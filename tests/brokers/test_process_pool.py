@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rabbit import Vhost
 
 import icij_nb as nb
 from icij_nb.process_pool import ProcessPool
 from icij_nb.testing import wait_until
-from rabbit import Vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(180)]
 
@@ -61,7 +61,9 @@ def make_app() -> nb.App:
     @app.task(group="cpu")
     async def hold_async(counter: str, release: str) -> int:
         _count(counter, "start")
-        while not Path(release).exists():
+        while True:  # polled: a file is what another process can set
+            if os.path.exists(release):  # noqa: ASYNC240 - a stat, not I/O wait
+                break
             await asyncio.sleep(0.02)
         _count(counter, "end")
         return os.getpid()
@@ -382,9 +384,7 @@ def test_sigkill_of_a_worker_process_redelivers_its_task_to_another(
     handle = manager.submit(
         "hold_async", {"counter": str(counter), "release": str(release)}
     )
-    wait_until(
-        lambda: executions(counter), timeout_s=WAIT_S, what="the task to start"
-    )
+    wait_until(lambda: executions(counter), timeout_s=WAIT_S, what="the task to start")
     [(_, victim)] = executions(counter)
     survivor = next(p for p in pool.pids if p != victim)
 

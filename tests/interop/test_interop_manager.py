@@ -93,12 +93,8 @@ def test_flaky_tasks_retry_as_the_wire_says(icij_pool, manager):
         for label, (max_retries, fail_times) in cases.items()
     }
 
-    tasks = {
-        label: task
-        for label, task in zip(
-            handles, tm.wait(handles.values(), timeout_s=WAIT_S * 2), strict=True
-        )
-    }
+    records = tm.wait(handles.values(), timeout_s=WAIT_S * 2)
+    tasks = dict(zip(handles, records, strict=True))
 
     fewer = tasks["fails_fewer_times"]
     assert (fewer.state, fewer.result) == (

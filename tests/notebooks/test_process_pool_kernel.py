@@ -22,9 +22,9 @@ import nbformat
 import pytest
 from jupyter_client import BlockingKernelClient, KernelManager
 from nbclient import NotebookClient
+from rabbit import Vhost, make_vhost, rabbitmq, rabbitmq_gate, vhost
 
 from icij_nb.testing import wait_until
-from rabbit import Vhost, make_vhost, rabbitmq, rabbitmq_gate, vhost
 
 # Fixtures from tests/rabbit.py, registered by pytest from this module's namespace.
 __all__ = ["make_vhost", "rabbitmq", "rabbitmq_gate", "vhost"]
@@ -52,13 +52,17 @@ def with_url(notebook: nbformat.NotebookNode, url: str) -> nbformat.NotebookNode
     return notebook
 
 
-def printed_json(cell: Any) -> list[Any]:
-    """Each stdout line of a cell that is JSON, decoded."""
+def stdout_lines(cell: Any) -> list[str]:
     text = "".join(
         o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"
     )
+    return text.splitlines()
+
+
+def printed_json(cell: Any) -> list[Any]:
+    """Each stdout line of a cell that is JSON, decoded."""
     found = []
-    for line in text.splitlines():
+    for line in stdout_lines(cell):
         with contextlib.suppress(ValueError):
             found.append(json.loads(line))
     return found
@@ -124,7 +128,7 @@ def test_notebook_tasks_run_in_a_process_pool_started_from_the_kernel(
     assert len(pids) == 2
     assert setup["kernel"] not in pids
     gathered = cell_by_id(notebook, "gather")
-    assert gathered.outputs[0].text.splitlines()[0] == "[0, 1, 4, 9, 16, 25] ['HI']"
+    assert stdout_lines(gathered)[0] == "[0, 1, 4, 9, 16, 25] ['HI']"
     [where] = printed_json(gathered)
     assert where["outside_pool"] == []
     assert set(where["result_pids"]) <= set(pids)

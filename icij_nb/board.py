@@ -1,0 +1,954 @@
+"""TaskBoard: the live task table of a notebook, ``board = tm.board()``.
+
+How it runs (see docs/board.md):
+
+- **one thread owns it**: the board's state (a :class:`~icij_nb.board_table.BoardTable`,
+  the filters, the sort, the page) lives on the runtime thread. The manager calls the
+  board's listener there with snapshots of changed tasks; the listener only files
+  them, and a timer on the runtime loop (``loop.call_later``) applies them and
+  renders at most once every ``refresh_s``. Widgets are updated only by setting
+  traits from that thread, so the board keeps moving while a cell blocks.
+- **the public methods** (``set_filter``, ``sort``, ``frame``, ``cancel``...) run
+  their work on the runtime thread and wait for it, so when they return the widgets
+  show the result. Widget events (typing in a filter, clicking a button) arrive on
+  the kernel's thread and are handed to the runtime thread without waiting.
+- **where widgets cannot render** (nbviewer, GitHub, a papermill output notebook),
+  the display bundle also carries static HTML and text of the last render. A
+  blocking ``tm.gather``/``tm.wait``/``tm.result`` ends by refreshing every board of
+  its manager and, from the kernel's main thread, updating the displayed output
+  (``update_display``), so a notebook run to the end shows the final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+
+from icij_nb import board_html as H
+from icij_nb.board_table import SORT_COLUMNS, BoardTable, Filters
+from icij_nb.errors import IcijNbError, InvalidTransition
+from icij_nb.handles import TaskHandle
+from icij_nb.model import Task, TaskState, utcnow
+
+if TYPE_CHECKING:
+    from icij_nb.manager import TaskManager
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_KEEP: Final[Any] = object()
+_ALL_GROUPS: Final = ""
+#: workers are counted from heartbeats at most this often
+_WORKERS_EVERY_S: Final = 2.0
+EMPTY_MESSAGE: Final = "No tasks yet: submit some with tm.submit(...)"
+CANCELLABLE: Final = frozenset({TaskState.CREATED, TaskState.QUEUED, TaskState.RUNNING})
+RETRYABLE: Final = frozenset({TaskState.ERROR, TaskState.CANCELLED})
+
+
+def _button(description: str, css: str, tooltip: str, width: str) -> widgets.Button:
+    button = widgets.Button(
+        description=description,
+        tooltip=tooltip,
+        disabled=True,
+        layout=widgets.Layout(width=width, height="24px", padding="0"),
+    )
+    button.add_class(css)
+    return button
+
+
+class BoardRow:
+    """The widgets of one row slot of the page: its cells and its three buttons.
+
+    ``task_id`` is the task the slot shows now (None when the slot is unused).
+    """
+
+    def __init__(self) -> None:
+        self.task_id: str | None = None
+        self.html = widgets.HTML()
+        self.cancel_button = _button("cancel", "icij-nb-cancel", "cancel", "60px")
+        self.retry_button = _button("retry", "icij-nb-retry", "retry", "52px")
+        self.detail_button = _button("details", "icij-nb-details", "details", "60px")
+        self.box = widgets.HBox(
+            [self.html, self.cancel_button, self.retry_button, self.detail_button],
+            layout=widgets.Layout(display="none", flex_flow="row nowrap"),
+        )
+        self.box.add_class("icij-nb-row")
+
+    @property
+    def widgets(self) -> list[widgets.Widget]:
+        return [
+            self.html,
+            self.cancel_button,
+            self.retry_button,
+            self.detail_button,
+            self.box,
+        ]
+
+
+class TaskBoard:
+    """A live view of a manager's tasks: counts, progress, a filtered, sorted and
+    paged table, per-task and per-group actions, and a detail view.
+
+    Make one with ``tm.board(...)`` and show it as a cell's last expression.
+
+    Args:
+        manager: the task manager to watch.
+        group: show only this group's tasks.
+        states: show only tasks in these states (names or TaskState values).
+        name: show only tasks whose name contains this (case-insensitive).
+        text: show only tasks whose args, result or error contain this.
+        page_size: rows per page; only the page is sent to the browser.
+        refresh_s: the least time between two refreshes.
+
+    Raises:
+        ValueError: an unknown state or group (the message lists the valid ones),
+            or a bad ``page_size``/``refresh_s``.
+
+    Example:
+        board = tm.board(group="cpu", states=["RUNNING", "ERROR"])
+        board                               # shows it; it updates by itself
+        board.frame                         # a DataFrame of what it shows
+    """
+
+    def __init__(
+        self,
+        manager: TaskManager,
+        *,
+        group: str | None = None,
+        states: Iterable[str | TaskState] | str | TaskState | None = None,
+        name: str | None = None,
+        text: str | None = None,
+        page_size: int = 20,
+        refresh_s: float = 0.3,
+    ) -> None:
+        _check_options(page_size, refresh_s)
+        self._manager = manager
+        self._runtime = manager._runtime
+        self._page_size = page_size
+        self._refresh_s = float(refresh_s)
+        self._table = BoardTable()
+        self._filters = Filters()
+        self._sort: tuple[str, bool] = ("created_at", True)
+        self._page = 0
+        self._view = np.zeros(0, dtype=np.int64)
+        self._pending: dict[str, Task] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_refresh = float("-inf")
+        self._workers: dict[str | None, int] | None = None
+        self._workers_at = float("-inf")
+        self._background: set[asyncio.Task[Any]] = set()
+        self._widget_event = False
+        self._detail: Task | None = None
+        self._closed = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self._display_id = f"icij-nb-board-{uuid.uuid4().hex}"
+        self._shown = False
+        self._html = self._text = self._displayed_html = ""
+        #: CPU seconds of the runtime thread per refresh (the last 1,000)
+        self._refresh_cpu_s: collections.deque[float] = collections.deque(maxlen=1000)
+        self._build_widgets()
+        wanted = _normalise_filters(group=group, states=states, name=name, text=text)
+        try:
+            self._runtime.run(self._start(wanted))
+        except BaseException:
+            self._discard()
+            raise
+        manager._after_wait.append(self._after_wait)
+
+    # -- widgets --------------------------------------------------------------------
+
+    def _build_widgets(self) -> None:
+        small = widgets.Layout(width="260px")
+        self.counts_html = widgets.HTML()
+        self.counts_html.add_class("icij-nb-counts")
+        self.filter_group = widgets.Dropdown(
+            options=[("all groups", _ALL_GROUPS)], description="group", layout=small
+        )
+        self.filter_states = widgets.SelectMultiple(
+            options=[s.value for s in TaskState],
+            rows=6,
+            description="states",
+            layout=widgets.Layout(width="210px"),
+        )
+        self.filter_name = widgets.Text(
+            description="name", placeholder="name contains…", layout=small
+        )
+        self.filter_text = widgets.Text(
+            description="text", placeholder="in args, result, error…", layout=small
+        )
+        self.sort_by = widgets.Dropdown(
+            options=list(SORT_COLUMNS), description="sort by", layout=small
+        )
+        self.sort_order = widgets.Dropdown(
+            options=[("▲ ascending", True), ("▼ descending", False)],
+            description="order",
+            layout=small,
+        )
+        for css, widget in (
+            ("icij-nb-filter-group", self.filter_group),
+            ("icij-nb-filter-states", self.filter_states),
+            ("icij-nb-filter-name", self.filter_name),
+            ("icij-nb-filter-text", self.filter_text),
+            ("icij-nb-sort-by", self.sort_by),
+            ("icij-nb-sort-order", self.sort_order),
+        ):
+            widget.add_class(css)
+        self.cancel_group_button = _button(
+            "cancel group", "icij-nb-cancel-group", "", "260px"
+        )
+        self.retry_group_button = _button(
+            "retry failed", "icij-nb-retry-group", "", "260px"
+        )
+        self.status_html = widgets.HTML()
+        self.header_html = widgets.HTML()
+        self.message_html = widgets.HTML()
+        self.rows = [BoardRow() for _ in range(self._page_size)]
+        self.prev_button = _button("◀ prev", "icij-nb-prev", "previous page", "80px")
+        self.next_button = _button("next ▶", "icij-nb-next", "next page", "80px")
+        self.page_label = widgets.HTML()
+        self.detail_html = widgets.HTML()
+        self.detail_close = _button("close", "icij-nb-detail-close", "", "60px")
+        self.detail_close.disabled = False
+        self.detail_box = widgets.VBox(
+            [self.detail_close, self.detail_html],
+            layout=widgets.Layout(display="none", border="1px solid #ddd"),
+        )
+        self.detail_box.add_class("icij-nb-detail")
+        controls = widgets.HBox(
+            [
+                widgets.VBox([self.filter_group, self.filter_name, self.filter_text]),
+                self.filter_states,
+                widgets.VBox([self.sort_by, self.sort_order]),
+                widgets.VBox([self.cancel_group_button, self.retry_group_button]),
+            ]
+        )
+        table = widgets.VBox(
+            [self.header_html, self.message_html, *(r.box for r in self.rows)],
+            layout=widgets.Layout(overflow_x="auto"),
+        )
+        pager = widgets.HBox([self.prev_button, self.page_label, self.next_button])
+        self._containers: list[widgets.Widget] = [controls, table, pager]
+        self._containers += [c for c in controls.children if c is not self.filter_states]
+        self.widget = widgets.VBox(
+            [
+                self.counts_html,
+                controls,
+                self.status_html,
+                table,
+                pager,
+                self.detail_box,
+            ]
+        )
+        self.widget.add_class("icij-nb-board")
+        self._connect_widgets()
+
+    def _connect_widgets(self) -> None:
+        for widget in (
+            self.filter_group,
+            self.filter_states,
+            self.filter_name,
+            self.filter_text,
+            self.sort_by,
+            self.sort_order,
+        ):
+            widget.observe(self._on_widget_value, names="value")
+        self.prev_button.on_click(lambda _: self._from_widget(self._turn, -1))
+        self.next_button.on_click(lambda _: self._from_widget(self._turn, 1))
+        self.detail_close.on_click(lambda _: self._from_widget(self._hide_detail))
+        self.cancel_group_button.on_click(lambda _: self._group_action(cancel=True))
+        self.retry_group_button.on_click(lambda _: self._group_action(cancel=False))
+        for row in self.rows:
+            row.cancel_button.on_click(self._row_action(row, "cancel"))
+            row.retry_button.on_click(self._row_action(row, "retry"))
+            row.detail_button.on_click(self._row_action(row, "detail"))
+
+    def _all_widgets(self) -> list[widgets.Widget]:
+        singles = [
+            self.counts_html,
+            self.filter_group,
+            self.filter_states,
+            self.filter_name,
+            self.filter_text,
+            self.sort_by,
+            self.sort_order,
+            self.cancel_group_button,
+            self.retry_group_button,
+            self.status_html,
+            self.header_html,
+            self.message_html,
+            self.prev_button,
+            self.next_button,
+            self.page_label,
+            self.detail_html,
+            self.detail_close,
+            self.detail_box,
+            self.widget,
+        ]
+        return singles + self._containers + [w for r in self.rows for w in r.widgets]
+
+    # -- widget events (kernel thread) -> runtime thread ------------------------------
+
+    def _on_widget_value(self, change: dict[str, Any]) -> None:
+        if self._runtime.in_runtime_thread() or self._closed:
+            return  # our own render set it
+        if not self._widget_event:
+            self._widget_event = True
+            self._runtime.call_soon(self._apply_widget_values)
+
+    def _from_widget(self, fn: Callable[..., Any], *args: Any) -> None:
+        if not self._closed:
+            self._runtime.call_soon(self._guarded, fn, *args)
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._report(exc)
+
+    def _row_action(self, row: BoardRow, action: str) -> Callable[[Any], None]:
+        def clicked(_: Any) -> None:
+            task_id = row.task_id
+            if task_id is None or self._closed:
+                return
+            if action == "cancel":
+                self._spawn(self._cancel(task_id), f"cancel {task_id}")
+            elif action == "retry":
+                self._spawn(self._retry(task_id), f"retry {task_id}")
+            else:
+                self._spawn(self._show_detail(task_id), f"details of {task_id}")
+
+        return clicked
+
+    def _group_action(self, *, cancel: bool) -> None:
+        group = self._filters.group
+        if group is None or self._closed:
+            return
+        if cancel:
+            self._spawn(self._cancel_group(group), f"cancel group {group}")
+        else:
+            self._spawn(self._retry_failed(group), f"retry failed of {group}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run an action started by a click; its error goes to the status line."""
+
+        def start() -> None:
+            task = asyncio.ensure_future(coro)
+            self._background.add(task)
+            task.add_done_callback(lambda t: self._spawned_done(t, what))
+
+        self._runtime.call_soon(start)
+
+    def _spawned_done(self, task: asyncio.Task[Any], what: str) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.warning("board: %s failed: %s", what, exc)
+            self._report(exc)
+
+    def _report(self, exc: BaseException) -> None:
+        if not self._closed:
+            self.status_html.value = (
+                f'<span class="icij-nb-error" style="color:#dc3545">'
+                f"{H.esc(type(exc).__name__)}: {H.esc(exc)}</span>"
+            )
+
+    def _say(self, text: str) -> None:
+        self.status_html.value = f'<span style="color:#555">{H.esc(text)}</span>'
+
+    # -- calls from any thread -------------------------------------------------------
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the runtime thread and return its value."""
+        if self._runtime.in_runtime_thread():
+            return fn(*args)
+
+        async def call() -> T:
+            return fn(*args)
+
+        return self._runtime.run(call())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = "this board is closed; make a new one with tm.board()"
+            raise IcijNbError(msg)
+
+    # -- life (runtime thread) ----------------------------------------------------------
+
+    async def _start(self, wanted: dict[str, Any]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = self._manager.subscribe(self._on_tasks)
+        frame = await self._manager.frame_async()
+        # This session's records: the table shares their ids, args and results.
+        self._table.load_frame(frame, self._manager._tasks)
+        self._filters = self._checked_filters(wanted)
+        self._apply_pending()
+        self._sync_widgets()
+        self._refresh_now(force_view=True)
+
+    def _discard(self) -> None:
+        self._closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for widget in self._all_widgets():
+            widget.close()
+
+    def close(self) -> None:
+        """Stop updating and close the widgets; safe to call twice."""
+        if self._closed:
+            return
+        if self._after_wait in self._manager._after_wait:
+            self._manager._after_wait.remove(self._after_wait)
+        self._call(self._close)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._discard()
+
+    # -- changes from the manager (runtime thread) --------------------------------------
+
+    def _on_tasks(self, tasks: list[Task]) -> None:
+        if self._closed:
+            return
+        pending = self._pending
+        for task in tasks:
+            pending[task.id] = task
+        if self._timer is None:
+            delay = max(0.0, self._last_refresh + self._refresh_s - self._loop.time())
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        try:
+            self._refresh_now()
+        except Exception:
+            logger.exception("task board refresh failed")
+
+    def _apply_pending(self) -> bool:
+        if not self._pending:
+            return False
+        tasks, self._pending = list(self._pending.values()), {}
+        self._table.upsert(tasks)
+        detail = self._detail
+        if detail is not None:
+            for task in tasks:
+                if task.id == detail.id:
+                    self._detail = task
+                    self.detail_html.value = H.detail_html(task)
+        return True
+
+    def _refresh_now(self, *, force_view: bool = False) -> None:
+        cpu = time.thread_time()
+        self._last_refresh = self._loop.time()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._apply_pending() or force_view:
+            mask = self._table.select(self._filters)
+            column, ascending = self._sort
+            self._view = self._table.order(mask, column, ascending=ascending)
+        self._render()
+        self._refresh_cpu_s.append(time.thread_time() - cpu)
+
+    # -- filters, sort, paging (runtime thread) -----------------------------------------
+
+    def _known_groups(self) -> list[str]:
+        groups = set(self._manager.app.groups) | {
+            g for g in self._table.group_names() if g is not None
+        }
+        return sorted(groups)
+
+    def _checked_filters(self, wanted: dict[str, Any]) -> Filters:
+        group = wanted.get("group", self._filters.group)
+        if group is not None and group not in self._known_groups():
+            valid = ", ".join(repr(g) for g in self._known_groups()) or "none yet"
+            msg = f"unknown group {group!r}; valid groups: {valid}"
+            raise ValueError(msg)
+        old = self._filters
+        return Filters(
+            group=group,
+            states=wanted.get("states", old.states),
+            name=wanted.get("name", old.name),
+            text=wanted.get("text", old.text),
+        )
+
+    def _set_filters(self, wanted: dict[str, Any]) -> None:
+        self._check_open()
+        self._filters = self._checked_filters(wanted)
+        self._page = 0
+        self._sync_widgets()
+        self._refresh_now(force_view=True)
+
+    def _apply_widget_values(self) -> None:
+        self._widget_event = False
+        if self._closed:
+            return
+        states = frozenset(TaskState(v) for v in self.filter_states.value)
+        self._filters = Filters(
+            group=self.filter_group.value or None,
+            states=states or None,
+            name=self.filter_name.value.strip() or None,
+            text=self.filter_text.value.strip() or None,
+        )
+        self._sort = (self.sort_by.value, bool(self.sort_order.value))
+        self._page = 0
+        self._refresh_now(force_view=True)
+
+    def _sync_widgets(self) -> None:
+        f = self._filters
+        self._sync_group_options()
+        self.filter_group.value = f.group or _ALL_GROUPS
+        self.filter_states.value = tuple(
+            s.value for s in TaskState if f.states and s in f.states
+        )
+        self.filter_name.value = f.name or ""
+        self.filter_text.value = f.text or ""
+        self.sort_by.value, self.sort_order.value = self._sort
+
+    def _sync_group_options(self) -> None:
+        options = [("all groups", _ALL_GROUPS)] + [(g, g) for g in self._known_groups()]
+        if list(self.filter_group.options) != options:
+            value = self.filter_group.value
+            self.filter_group.options = options
+            self.filter_group.value = value if value in dict(options).values() else ""
+
+    def _set_sort(self, column: str, ascending: bool) -> None:
+        self._check_open()
+        self._sort = (column, ascending)
+        self.sort_by.value, self.sort_order.value = column, ascending
+        self._refresh_now(force_view=True)
+
+    @property
+    def page_count(self) -> int:
+        """How many pages the filtered rows fill (at least 1)."""
+        return max(1, -(-len(self._view) // self._page_size))
+
+    def _turn(self, step: int) -> int:
+        self._page = min(max(self._page + step, 0), self.page_count - 1)
+        self._refresh_now()
+        return self._page
+
+    def _goto(self, page: int) -> None:
+        self._check_open()
+        if not 0 <= page < self.page_count:
+            msg = f"page {page} does not exist; pages are 0 to {self.page_count - 1}"
+            raise ValueError(msg)
+        self._page = page
+        self._refresh_now()
+
+    # -- rendering (runtime thread) -------------------------------------------------------
+
+    def _render(self) -> None:
+        table = self._table
+        self._page = min(self._page, self.page_count - 1)
+        start = self._page * self._page_size
+        visible = [table.row(int(r)) for r in self._view[start : start + self._page_size]]
+        counts_html, groups, counts, progress = self._render_counts()
+        message = self._message()
+        status = self._status_line(start, len(visible))
+        self.message_html.value = H.message_html(message) if message else ""
+        self.header_html.value = H.header_html(*self._sort)
+        self._render_rows(visible)
+        self.page_label.value = (
+            f'<span style="padding:0 8px;line-height:24px">{H.esc(status)}</span>'
+        )
+        self.prev_button.disabled = self._page == 0
+        self.next_button.disabled = self._page >= self.page_count - 1
+        self._render_group_buttons(groups, counts)
+        self._html = H.snapshot_html(
+            counts_html, status, visible, message,
+            sort_column=self._sort[0], ascending=self._sort[1],
+        )  # fmt: skip
+        self._text = H.snapshot_text(groups, counts, progress, status, visible, message)
+
+    def _render_counts(
+        self,
+    ) -> tuple[str, list[str | None], list[list[int]], list[float]]:
+        table = self._table
+        all_counts = table.counts()
+        all_progress = table.group_progress()
+        groups = table.group_names()
+        codes = [table.groups.find(g) for g in groups]
+        counts = [all_counts[c].tolist() for c in codes if c is not None]
+        progress = [float(all_progress[c]) for c in codes if c is not None]
+        html = H.counts_html(
+            groups, counts, progress, self._alive_workers(), stamp=utcnow()
+        )
+        self.counts_html.value = html
+        if self._known_groups() != [
+            v for _, v in list(self.filter_group.options)[1:]
+        ]:
+            self._sync_group_options()
+        return html, groups, counts, progress
+
+    def _alive_workers(self) -> dict[str | None, int] | None:
+        now = self._loop.time()
+        if now - self._workers_at >= _WORKERS_EVERY_S:
+            self._workers_at = now
+            frame = self._manager.workers()
+            if frame.empty:
+                self._workers = None
+            else:
+                alive = frame[frame["alive"]]
+                self._workers = {
+                    (g if isinstance(g, str) else None): int(n)
+                    for g, n in alive.groupby("group", dropna=False).size().items()
+                }
+        return self._workers
+
+    def _message(self) -> str:
+        if self._table.n == 0:
+            return EMPTY_MESSAGE
+        if len(self._view) == 0:
+            return (
+                f"No task matches the filters ({self._filters.describe()}); "
+                f"{self._table.n} task(s) in all. Clear them with "
+                "board.set_filter(group=None, states=None, name=None, text=None)."
+            )
+        return ""
+
+    def _status_line(self, start: int, shown: int) -> str:
+        total = len(self._view)
+        rows = f"rows {start + 1}–{start + shown} of {total}" if shown else "no rows"
+        filters = self._filters.describe() or "no filter"
+        column, ascending = self._sort
+        order = "▲" if ascending else "▼"
+        return (
+            f"page {self._page + 1}/{self.page_count} · {rows} · {filters} · "
+            f"sorted by {column} {order}"
+        )
+
+    def _render_rows(self, visible: list[dict[str, Any]]) -> None:
+        can_send = not self._manager.broker.observe_only and not self._manager.closed
+        for slot, row in zip(self.rows, visible, strict=False):
+            state: TaskState = row["state"]
+            slot.task_id = row["id"]
+            slot.html.value = H.row_html(row)
+            slot.cancel_button.disabled = not (can_send and state in CANCELLABLE)
+            slot.retry_button.disabled = not (can_send and state in RETRYABLE)
+            slot.detail_button.disabled = False
+            slot.box.layout.display = "flex"
+        for slot in self.rows[len(visible) :]:
+            slot.task_id = None
+            slot.box.layout.display = "none"
+
+    def _render_group_buttons(
+        self, groups: list[str | None], counts: list[list[int]]
+    ) -> None:
+        group = self._filters.group
+        by_group = dict(zip(groups, counts, strict=True))
+        row = by_group.get(group) if group is not None else None
+        can_send = not self._manager.broker.observe_only and not self._manager.closed
+        states = list(TaskState)
+        active = sum(row[states.index(s)] for s in CANCELLABLE) if row else 0
+        failed = row[states.index(TaskState.ERROR)] if row else 0
+        cancel, retry = self.cancel_group_button, self.retry_group_button
+        if group is None:
+            cancel.description, retry.description = "cancel group", "retry failed"
+            tip = "choose a group in the group filter first"
+            cancel.tooltip = retry.tooltip = tip
+        else:
+            cancel.description = f"cancel {active} queued/running of {group}"
+            retry.description = f"retry {failed} failed of {group}"
+            cancel.tooltip, retry.tooltip = cancel.description, retry.description
+        cancel.disabled = not (can_send and active)
+        retry.disabled = not (can_send and failed)
+
+    # -- actions (runtime thread) -----------------------------------------------------
+
+    async def _cancel(self, task_id: str) -> None:
+        self._check_open()
+        await self._manager.cancel_async(task_id)
+        self._refresh_now()
+        self._say(f"cancel sent for {task_id}")
+
+    async def _retry(self, task_id: str) -> None:
+        self._check_open()
+        await self._manager.retry_async(task_id)
+        self._refresh_now()
+        self._say(f"{task_id} queued again")
+
+    async def _for_group(
+        self, group: str | None, states: frozenset[TaskState], cancel: bool
+    ) -> int:
+        self._check_open()
+        if group is not None and group not in self._known_groups():
+            valid = ", ".join(repr(g) for g in self._known_groups()) or "none yet"
+            msg = f"unknown group {group!r}; valid groups: {valid}"
+            raise ValueError(msg)
+        self._apply_pending()
+        done = 0
+        for task_id in self._table.rows_in(group, states):
+            try:
+                if cancel:
+                    await self._manager.cancel_async(task_id)
+                else:
+                    await self._manager.retry_async(task_id)
+            except InvalidTransition:
+                continue  # it moved on meanwhile (finished, or already retried)
+            done += 1
+        self._refresh_now()
+        return done
+
+    async def _cancel_group(self, group: str | None) -> int:
+        done = await self._for_group(group, CANCELLABLE, cancel=True)
+        self._say(f"cancel sent for {done} task(s) of {H.group_label(group)}")
+        return done
+
+    async def _retry_failed(self, group: str | None) -> int:
+        done = await self._for_group(group, frozenset({TaskState.ERROR}), cancel=False)
+        self._say(f"{done} failed task(s) of {H.group_label(group)} queued again")
+        return done
+
+    async def _show_detail(self, task_id: str) -> None:
+        self._check_open()
+        task = await self._manager.get_async(task_id)
+        self._detail = task
+        self.detail_html.value = H.detail_html(task)
+        self.detail_box.layout.display = "flex"
+
+    def _hide_detail(self) -> None:
+        self._detail = None
+        self.detail_html.value = ""
+        self.detail_box.layout.display = "none"
+
+    # -- public API ---------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return (
+            f"<TaskBoard{state} {self._manager.app.name!r} tasks={self._table.n} "
+            f"shown={len(self._view)} page={self._page + 1}/{self.page_count}"
+            f"{' ' + self._filters.describe() if self._filters.describe() else ''}>"
+        )
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """What the board shows, as a DataFrame: filtered and sorted, every page.
+
+        Its columns are those of ``tm.frame()`` (:data:`icij_nb.FRAME_COLUMNS`);
+        reading it first applies pending changes, so it matches the widgets.
+        """
+
+        def read() -> pd.DataFrame:
+            if not self._closed and self._pending:
+                self._refresh_now()
+            return self._table.frame(self._view)
+
+        return self._call(read)
+
+    @property
+    def filters(self) -> Filters:
+        """The filters in force."""
+        return self._filters
+
+    @property
+    def page(self) -> int:
+        """The page shown, counted from 0."""
+        return self._page
+
+    @page.setter
+    def page(self, page: int) -> None:
+        self._call(self._goto, _check_int("page", page))
+
+    def next_page(self) -> int:
+        """Show the next page (the last one stays); return the page shown."""
+        self._check_open()
+        return self._call(self._turn, 1)
+
+    def prev_page(self) -> int:
+        """Show the previous page (the first one stays); return the page shown."""
+        self._check_open()
+        return self._call(self._turn, -1)
+
+    def set_filter(
+        self,
+        *,
+        group: str | None = _KEEP,
+        states: Iterable[str | TaskState] | str | TaskState | None = _KEEP,
+        name: str | None = _KEEP,
+        text: str | None = _KEEP,
+    ) -> None:
+        """Change some filters; the others stay. None clears one.
+
+        Raises:
+            ValueError: an unknown state or group; the message lists valid ones.
+
+        Example:
+            board.set_filter(states=["ERROR"], text="timeout")
+        """
+        wanted = _normalise_filters(group=group, states=states, name=name, text=text)
+        self._call(self._set_filters, wanted)
+
+    def sort(self, column: str, ascending: bool = True) -> None:
+        """Sort the rows by ``column`` (ties keep creation order; missing last).
+
+        Raises:
+            ValueError: not a sortable column; the message lists them.
+        """
+        if column not in SORT_COLUMNS:
+            valid = ", ".join(SORT_COLUMNS)
+            msg = f"cannot sort by {column!r}; sortable columns: {valid}"
+            raise ValueError(msg)
+        self._call(self._set_sort, column, bool(ascending))
+
+    def refresh(self) -> None:
+        """Apply pending changes and render now (the board also does it by itself)."""
+        self._check_open()
+        self._call(self._refresh_now)
+
+    def cancel(self, task: str | TaskHandle) -> None:
+        """Cancel one task, as ``tm.cancel`` does.
+
+        Raises:
+            InvalidTransition: the task is already DONE, ERROR or CANCELLED.
+        """
+        self._runtime.run(self._cancel(_task_id(task)))
+
+    def retry(self, task: str | TaskHandle) -> None:
+        """Run an ERROR or CANCELLED task again, as ``tm.retry`` does.
+
+        Raises:
+            InvalidTransition: the task is not ERROR or CANCELLED.
+        """
+        self._runtime.run(self._retry(_task_id(task)))
+
+    def cancel_group(self, group: str | None) -> int:
+        """Cancel every CREATED, QUEUED or RUNNING task of ``group``.
+
+        Returns:
+            How many cancels were sent.
+        """
+        return self._runtime.run(self._cancel_group(group))
+
+    def retry_failed(self, group: str | None) -> int:
+        """Queue again every ERROR task of ``group``; return how many."""
+        return self._runtime.run(self._retry_failed(group))
+
+    def show_detail(self, task: str | TaskHandle) -> None:
+        """Show one task's fields, args, result and every error with its trace.
+
+        Raises:
+            UnknownTask: no task with that id.
+        """
+        self._runtime.run(self._show_detail(_task_id(task)))
+
+    def hide_detail(self) -> None:
+        """Close the detail view."""
+        self._call(self._hide_detail)
+
+    # -- display ------------------------------------------------------------------------
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> dict[str, Any]:
+        if not self._closed and not self._runtime.in_runtime_thread():
+            self.refresh()
+        bundle: dict[str, Any] = {}
+        if not self._closed:
+            bundle.update(self.widget._repr_mimebundle_() or {})
+        bundle["text/plain"] = self._text
+        bundle["text/html"] = self._html
+        return bundle
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        display(bundle, raw=True, display_id=self._display_id)
+        self._shown = True
+        self._displayed_html = self._html
+
+    def _after_wait(self) -> None:
+        """Called by the manager when a blocking wait ends: show the final state."""
+        if self._closed or self._runtime.in_runtime_thread():
+            return
+        self.refresh()
+        if not self._shown or threading.current_thread() is not threading.main_thread():
+            return
+        if self._html == self._displayed_html:
+            return
+        from IPython import get_ipython
+        from IPython.display import update_display
+
+        if get_ipython() is None:
+            return
+        update_display(
+            self._repr_mimebundle_(), raw=True, display_id=self._display_id
+        )
+        self._displayed_html = self._html
+
+
+def _task_id(task: str | TaskHandle) -> str:
+    return task.id if isinstance(task, TaskHandle) else task
+
+
+def _check_int(what: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        msg = f"{what} must be an int, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _check_options(page_size: object, refresh_s: object) -> None:
+    if _check_int("page_size", page_size) < 1:
+        msg = f"page_size must be >= 1, got {page_size!r}"
+        raise ValueError(msg)
+    if (
+        not isinstance(refresh_s, int | float)
+        or isinstance(refresh_s, bool)
+        or not refresh_s > 0
+    ):
+        msg = f"refresh_s must be a number of seconds > 0, got {refresh_s!r}"
+        raise ValueError(msg)
+
+
+def _normalise_filters(**given: Any) -> dict[str, Any]:
+    """Check filter values in the caller's thread; return those to change."""
+    wanted: dict[str, Any] = {}
+    for key in ("group", "name", "text"):
+        value = given[key]
+        if value is _KEEP:
+            continue
+        if value is not None and not isinstance(value, str):
+            msg = f"{key} must be a string or None, got {value!r}"
+            raise ValueError(msg)
+        wanted[key] = value.strip() or None if isinstance(value, str) else None
+    states = given["states"]
+    if states is not _KEEP:
+        wanted["states"] = _parse_states(states)
+    return wanted
+
+
+def _parse_states(
+    states: Iterable[str | TaskState] | str | TaskState | None,
+) -> frozenset[TaskState] | None:
+    if states is None:
+        return None
+    if isinstance(states, str):  # TaskState is a str too
+        states = [states]
+    parsed = set()
+    for state in states:
+        if not isinstance(state, str):
+            valid = ", ".join(s.value for s in TaskState)
+            msg = f"unknown task state {state!r}; valid states: {valid}"
+            raise ValueError(msg)
+        parsed.add(TaskState.parse(state))
+    return frozenset(parsed) or None
