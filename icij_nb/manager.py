@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 
 from icij_nb.app import App, TaskSpec
-from icij_nb.brokers.base import Broker
+from icij_nb.brokers.base import Broker, EventBatch
 from icij_nb.errors import (
     BrokerError,
     InvalidArguments,
@@ -105,6 +105,8 @@ class TaskManager:
         self._pools: list[InKernelPool | ProcessPool] = []
         self._checked_calls: set[tuple[str, frozenset[str]]] = set()
         self._consumer: asyncio.Task[None] | None = None
+        self._to_settle: list[tuple[EventBatch, list[ManagerEvent]]] = []
+        self._commit_due = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._workers: dict[str, tuple[WorkerStatus, datetime]] = {}
         self._closed = False
@@ -414,18 +416,44 @@ class TaskManager:
     # -- events -----------------------------------------------------------------
 
     async def _consume(self) -> None:
-        async for batch in self.broker.manager_events():
-            try:
-                self._adopt_seen(batch.seen)
-                rejected = await self._apply_batch(batch.events)
-                if self.broker.durable:
-                    # Acknowledge only what the store holds: a crash loses nothing.
-                    await self.store.flush()
+        committer = asyncio.create_task(self._commit(), name="icij_nb-commit")
+        try:
+            async for batch in self.broker.manager_events():
+                try:
+                    self._adopt_seen(batch.seen)
+                    rejected = await self._apply_batch(batch.events)
+                except Exception:
+                    logger.exception(
+                        "manager %s: applying a batch of events failed", self.id
+                    )
+                    rejected = []
+                self._to_settle.append((batch, rejected))
+                self._commit_due.set()
+        finally:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
+            await self._settle_applied()
+
+    async def _commit(self) -> None:
+        # Events are acknowledged only once the store holds their effect, so a
+        # crash loses none; batches that arrive close together share one write.
+        while True:
+            await self._commit_due.wait()
+            await asyncio.sleep(_COMMIT_DELAY_S)
+            self._commit_due.clear()
+            await self._settle_applied()
+
+    async def _settle_applied(self) -> None:
+        pending, self._to_settle = self._to_settle, []
+        if not pending:
+            return
+        try:
+            if self.broker.durable:
+                await self.store.flush()
+            for batch, rejected in pending:
                 await batch.settle(rejected)
-            except Exception:
-                logger.exception(
-                    "manager %s: applying a batch of events failed", self.id
-                )
+        except Exception:
+            logger.exception("manager %s: settling events failed", self.id)
 
     def _adopt_seen(self, seen: list[Task]) -> None:
         # Observe-only: tasks another manager queued, seen on their way.
@@ -1017,6 +1045,9 @@ def _uuid4_hex() -> str:
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     return raw.hex()
 
+
+#: how long applied events wait to share a store write before they are acked
+_COMMIT_DELAY_S = 0.005
 
 #: events applied per loop turn; between turns pools, the board and waits run
 _EVENTS_PER_TURN = 2_000

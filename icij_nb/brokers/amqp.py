@@ -350,10 +350,11 @@ class AmqpBroker(Broker):
         for group in {t.group for t in tasks} - self._declared_groups:
             await self.declare_task_queue(group)
         exchange = self._exchange(EXCHANGE_TASKS)
+        published_at = wire.format_datetime(utcnow())
         for start in range(0, len(tasks), PUBLISH_CHUNK):
             chunk = tasks[start : start + PUBLISH_CHUNK]
             outcomes = await asyncio.gather(
-                *(self._publish_task(exchange, t) for t in chunk),
+                *(self._publish_task(exchange, t, published_at) for t in chunk),
                 return_exceptions=True,
             )
             failed = [
@@ -362,14 +363,16 @@ class AmqpBroker(Broker):
             if failed:
                 raise self._publish_failure(tasks[start + len(chunk) :], failed)
 
-    async def _publish_task(self, exchange: AbstractExchange, task: Task) -> None:
+    async def _publish_task(
+        self, exchange: AbstractExchange, task: Task, published_at: str
+    ) -> None:
         message = aio_pika.Message(
             wire.encode_task(task),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             app_id=self.app.name,
             # Tells a retry from the message a cancel was meant for (icij-worker
             # ignores headers).
-            headers={PUBLISHED_AT_HEADER: wire.format_datetime(utcnow())},
+            headers={PUBLISHED_AT_HEADER: published_at},
         )
         await exchange.publish(message, task_routing_key(task.group), mandatory=True)
 
@@ -644,11 +647,16 @@ def _settler(
 ) -> Any:
     async def settle(rejected: Sequence[ManagerEvent]) -> None:
         rejected_ids = {id(e) for e in rejected}
+        kept = []
         for event, message in taken:
             if id(event) in rejected_ids and not observe_only:
                 await _settle(message.reject(requeue=False))
             else:
-                await _settle(message.ack())
+                kept.append(message)
+        if kept:
+            # One frame for the batch: every earlier delivery of this channel is
+            # in this batch or an earlier one (settled in order), or was rejected.
+            await _settle(kept[-1].ack(multiple=True))
 
     return settle
 
