@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("app", metavar="APP", help="module:attr or file.py:attr")
     start.add_argument("-g", "--group", default=None, help="group to serve")
     start.add_argument("-n", "--n-workers", type=int, default=1, help="processes")
+    start.add_argument(
+        "-c",
+        "--concurrency",
+        type=int,
+        default=1,
+        help="tasks each process runs at once (1)",
+    )
     _broker_args(start)
     start.add_argument(
         "--grace-s",
@@ -158,7 +165,15 @@ def _workers_start(args: argparse.Namespace) -> int:
         broker,
     )
     if args.n_workers <= 1:
-        asyncio.run(serve(app, broker, group=args.group, grace_s=args.grace_s))
+        asyncio.run(
+            serve(
+                app,
+                broker,
+                group=args.group,
+                workers=args.concurrency,
+                grace_s=args.grace_s,
+            )
+        )
         return 0
     asyncio.run(_check_reachable(broker))
     pool = ProcessPool(
@@ -166,6 +181,7 @@ def _workers_start(args: argparse.Namespace) -> int:
         lambda _app: broker.for_another_process(),
         group=args.group,
         processes=args.n_workers,
+        workers_per_process=args.concurrency,
         log_dir=None,
         grace_s=args.grace_s,
     )

@@ -51,7 +51,6 @@ from icij_nb.jsonvalues import check_args
 from icij_nb.model import (
     CancelEvent,
     Effect,
-    ErrorEvent,
     ManagerEvent,
     ShutdownEvent,
     Task,
@@ -490,15 +489,16 @@ class TaskManager:
                 )
                 rejected.append(event)
                 continue
-            before = task.state
+            before, known_errors = task.state, len(task.errors)
             effect = task.apply(event, late_ack=self.broker.late_ack)
             if effect is Effect.NONE:
                 continue
             if before is not task.state:
                 self._counts[before] -= 1
                 self._counts[task.state] += 1
-            if isinstance(event, ErrorEvent):
-                self.store.put_error(task.id, len(task.errors) - 1, event.error)
+            # Error events, and the WorkerLost record of a redelivery, add records.
+            for seq in range(known_errors, len(task.errors)):
+                self.store.put_error(task.id, seq, task.errors[seq])
             self.store.put(task)
             changed[task.id] = task
             if effect is Effect.REPUBLISH:
@@ -697,21 +697,29 @@ class TaskManager:
 
     async def _wait_ready(
         self, task_ids: Sequence[str], timeout_s: float | None
-    ) -> None:
+    ) -> dict[str, Task]:
+        """Wait until every task is ready; return the records read from the store.
+
+        Those are tasks of an earlier session that were ready already (a new
+        kernel re-attaching to them by id); the others are this manager's own.
+        """
         futures = []
+        stored: dict[str, Task] = {}
         loop = asyncio.get_running_loop()
         for task_id in task_ids:
             task = self._tasks.get(task_id)
             if task is None:
                 task = await self._get(task_id)  # raises UnknownTask
-                if not task.state.is_ready:
+                if task.state.is_ready:
+                    stored[task_id] = task
+                else:
                     self._track(task)
             if not task.state.is_ready:
                 future: asyncio.Future[None] = loop.create_future()
                 self._waiters.setdefault(task_id, []).append(future)
                 futures.append(future)
         if not futures:
-            return
+            return stored
         try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.gather(*futures)
@@ -720,6 +728,7 @@ class TaskManager:
         finally:
             for future in futures:
                 future.cancel()
+        return stored
 
     def _timeout_error(
         self, task_ids: Sequence[str], timeout_s: float | None
@@ -741,8 +750,8 @@ class TaskManager:
         )
         return WaitTimeout(msg, task_id=first.id, state=first.state)
 
-    def _outcome(self, task_id: str) -> Any:
-        task = self._tasks[task_id]
+    def _outcome(self, task_id: str, stored: dict[str, Task]) -> Any:
+        task = stored.get(task_id) or self._tasks[task_id]
         if task.state is TaskState.DONE:
             return task.result
         if task.state is TaskState.ERROR:
@@ -760,8 +769,8 @@ class TaskManager:
         )
 
     async def _result(self, task_id: str, timeout_s: float | None) -> Any:
-        await self._wait_ready([task_id], timeout_s)
-        outcome = self._outcome(task_id)
+        stored = await self._wait_ready([task_id], timeout_s)
+        outcome = self._outcome(task_id, stored)
         if isinstance(outcome, TaskFailed | TaskCancelled):
             raise outcome
         return outcome
@@ -791,8 +800,8 @@ class TaskManager:
     async def _gather(
         self, task_ids: list[str], timeout_s: float | None, return_exceptions: bool
     ) -> list[Any]:
-        await self._wait_ready(task_ids, timeout_s)
-        outcomes = [self._outcome(i) for i in task_ids]
+        stored = await self._wait_ready(task_ids, timeout_s)
+        outcomes = [self._outcome(i, stored) for i in task_ids]
         if not return_exceptions:
             for outcome in outcomes:
                 if isinstance(outcome, TaskFailed | TaskCancelled):
@@ -984,6 +993,7 @@ class TaskManager:
         *,
         workers: int = 1,
         processes: bool = False,
+        concurrency: int = 1,
         progress_interval_s: float = 0.2,
     ) -> InKernelPool | ProcessPool:
         """Start a pool of ``workers`` serving ``group``.
@@ -995,6 +1005,8 @@ class TaskManager:
                 RabbitMQ); tasks defined in notebook cells run there unchanged.
                 By default workers run in this kernel: async tasks on the runtime
                 loop, sync ones in the pool's threads.
+            concurrency: with ``processes=True``, how many tasks each process runs
+                at once (async tasks share its loop, sync ones its threads).
             progress_interval_s: the least time between two progress reports of
                 one task.
 
@@ -1005,7 +1017,7 @@ class TaskManager:
         self._check_can_send()
         self.app.group(group)
         if processes:
-            return self._start_process_pool(group, workers)
+            return self._start_process_pool(group, workers, concurrency)
         pool = InKernelPool(
             self.app,
             self.broker,
@@ -1019,13 +1031,16 @@ class TaskManager:
         self._pools.append(pool)
         return pool
 
-    def _start_process_pool(self, group: str | None, workers: int) -> ProcessPool:
+    def _start_process_pool(
+        self, group: str | None, workers: int, concurrency: int
+    ) -> ProcessPool:
         self.broker.for_another_process()  # fails early for the memory broker
         process_pool = ProcessPool(
             self.app,
             lambda app: self.broker.for_another_process(),
             group=group,
             processes=workers,
+            workers_per_process=concurrency,
             on_stop=self._pools.remove,
         )
         process_pool.start()
