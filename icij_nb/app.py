@@ -16,10 +16,11 @@ Example:
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from icij_nb.errors import (
     ConfigError,
@@ -28,6 +29,9 @@ from icij_nb.errors import (
     UnknownGroup,
     UnknownTask,
 )
+
+if TYPE_CHECKING:
+    from icij_nb.pipelines import NotebookTask
 
 TaskFunction = Callable[..., Any]
 
@@ -45,7 +49,9 @@ class TaskGroup:
         name: the group name (letters, digits, ``_ . : -``); it names the queue.
         timeout_s: the longest any task of the group may run, or None.
         max_task_queue_size: the most tasks the group's queue holds; submitting more
-            raises :class:`~icij_nb.errors.TaskQueueFull`. None means no cap.
+            raises :class:`~icij_nb.errors.TaskQueueFull`. None means no cap. On
+            RabbitMQ this is the ``max-length`` of icij-worker's queue policy, and a
+            quorum queue takes one task past it before it refuses more.
     """
 
     name: str
@@ -323,6 +329,62 @@ class App:
         )
         self._tasks[task_name] = spec
         return spec
+
+    def notebook_task(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        group: TaskGroup | str | None = None,
+        max_retries: int = 3,
+        recover_from: tuple[type[BaseException], ...] = (),
+        timeout_s: float | None = None,
+        output: str | os.PathLike[str] | None = None,
+        kernel_name: str | None = None,
+        cell_timeout_s: float | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> NotebookTask:
+        """Register a notebook as a task that papermill runs on a worker.
+
+        The args of a submission are the notebook's parameters (its cell tagged
+        ``parameters``); the result is ``{"output_path", "value", "warnings"}``,
+        where ``value`` is the last expression of the cell tagged ``result``. See
+        docs/pipelines.md.
+
+        Args:
+            path: the notebook (checked now: it must exist and its kernel be
+                installed).
+            name: the task name (default: the file name without ``.ipynb``).
+            group: the group whose pools run it, as for :meth:`task`.
+            max_retries: retries after the first attempt, as for :meth:`task`.
+            recover_from: exceptions that make a failed run retryable.
+            timeout_s: the longest a whole run may take.
+            output: where output notebooks go, a template with ``{stem}``,
+                ``{name}``, ``{task_id}`` and the parameters (default: beside the
+                notebook, ``{stem}.{task_id}.ipynb``).
+            kernel_name: the kernel to run it with (default: the notebook's own).
+            cell_timeout_s: the longest one cell may run (whole seconds).
+            cwd: the kernel's working directory (default: the notebook's folder).
+
+        Example:
+            app.notebook_task("notebooks/clean.ipynb", group="cpu")
+            out = await tm.submit("clean", {"path": "a.txt"})
+        """
+        from icij_nb.pipelines import register_notebook  # lazily: papermill is extra
+
+        return register_notebook(
+            self,
+            path,
+            name=name,
+            group=group,
+            max_retries=max_retries,
+            recover_from=recover_from,
+            timeout_s=timeout_s,
+            output=output,
+            kernel_name=kernel_name,
+            cell_timeout_s=cell_timeout_s,
+            cwd=cwd,
+        )
 
     def unregister(self, name: str) -> None:
         """Forget a task, so that its name can be registered again (a re-run cell)."""
