@@ -12,8 +12,9 @@ For each size N:
    of 4 workers. Every task ends DONE, with its args (``{"i": k}``) and result.
 2. Create: ``tm.board()`` (wall time; it reads the store's frame once).
 3. Memory: a second board is created under ``tracemalloc``; what it still holds
-   after a garbage collection, per task (its columnar table, lists, index and
-   widgets). Then ``board.frame`` (every row, unfiltered): what the DataFrame
+   after a garbage collection, less what a board of an empty manager holds (its
+   widgets, mostly: printed as the fixed cost), per task: its columnar table, lists
+   and index. Then ``board.frame`` (every row, unfiltered): what the DataFrame
    holds according to ``tracemalloc``, and pandas' ``memory_usage(deep=True)``.
 4. Load: a driver thread submits tasks of a 10 ms async task in small batches
    (``tm.map``), aiming at ``--rate`` state changes a second (QUEUED, RUNNING and
@@ -78,13 +79,32 @@ def fill(tm: nb.TaskManager, n: int) -> float:
     return time.perf_counter() - start
 
 
-def measure_memory(tm: nb.TaskManager, n: int) -> dict[str, float]:
+def traced_board_bytes(tm: nb.TaskManager) -> tuple[int, Any]:
+    """What a new board holds after creation, by tracemalloc (must be started)."""
     gc.collect()
-    tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     board = tm.board()
     gc.collect()
-    board_bytes = tracemalloc.get_traced_memory()[0] - before
+    return tracemalloc.get_traced_memory()[0] - before, board
+
+
+def fixed_board_bytes() -> int:
+    """What a board of an empty manager holds: its widgets, mostly."""
+    tm = nb.connect(make_app(), store=":memory:")
+    try:
+        tm.board().close()  # first use: imports and caches, not the board's
+        tracemalloc.start()
+        size, board = traced_board_bytes(tm)
+        tracemalloc.stop()
+        board.close()
+        return size
+    finally:
+        tm.close()
+
+
+def measure_memory(tm: nb.TaskManager, n: int, fixed: int) -> dict[str, float]:
+    tracemalloc.start()
+    board_bytes, board = traced_board_bytes(tm)
     before = tracemalloc.get_traced_memory()[0]
     frame = board.frame
     gc.collect()
@@ -94,7 +114,8 @@ def measure_memory(tm: nb.TaskManager, n: int) -> dict[str, float]:
     assert len(frame) == n, (len(frame), n)
     board.close()
     return {
-        "board_bytes_per_task": board_bytes / n,
+        "board_fixed_kb": fixed / 1024,
+        "board_bytes_per_task": (board_bytes - fixed) / n,
         "frame_bytes_per_task": frame_bytes / n,
         "frame_deep_bytes_per_task": deep / n,
     }
@@ -191,7 +212,7 @@ def measure_filters(board: Any) -> dict[str, float]:
     }
 
 
-def run_size(n: int, rate: int, seconds: float) -> dict[str, float]:
+def run_size(n: int, rate: int, seconds: float, fixed: int) -> dict[str, float]:
     app = make_app()
     tm = nb.connect(app, store=":memory:")
     try:
@@ -202,7 +223,7 @@ def run_size(n: int, rate: int, seconds: float) -> dict[str, float]:
         t0 = time.perf_counter()
         board = tm.board()
         result["create_s"] = time.perf_counter() - t0
-        result.update(measure_memory(tm, n))
+        result.update(measure_memory(tm, n, fixed))
         print(f"[{n}] memory measured", file=sys.stderr)
         result.update(measure_load(tm, board, rate, seconds))
         print(f"[{n}] load measured", file=sys.stderr)
@@ -217,7 +238,13 @@ ROWS = [
     ("tasks", "tasks in the store", "{:,.0f}", None),
     ("fill_s", "fill time (s)", "{:.1f}", None),
     ("create_s", "tm.board() (s)", "{:.2f}", None),
-    ("board_bytes_per_task", "board memory / task (B)", "{:.0f}", TARGET_BYTES_PER_TASK),
+    ("board_fixed_kb", "board fixed memory (KiB)", "{:.0f}", None),
+    (
+        "board_bytes_per_task",
+        "board memory / task (B)",
+        "{:.0f}",
+        TARGET_BYTES_PER_TASK,
+    ),
     ("frame_bytes_per_task", "board.frame / task (B)", "{:.0f}", TARGET_BYTES_PER_TASK),
     ("frame_deep_bytes_per_task", "  pandas deep / task (B)", "{:.0f}", None),
     ("changes_per_s", "state changes / s seen", "{:,.0f}", None),
@@ -256,7 +283,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
-    results = [run_size(n, options.rate, options.seconds) for n in sizes]
+    fixed = fixed_board_bytes()
+    results = [run_size(n, options.rate, options.seconds, fixed) for n in sizes]
     print(table(results))
     if options.json:
         options.json.parent.mkdir(parents=True, exist_ok=True)

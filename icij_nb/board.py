@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -30,15 +31,24 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
 from icij_nb import board_html as H
-from icij_nb.board_table import SORT_COLUMNS, BoardTable, Filters
+from icij_nb.board_table import (
+    KEEP,
+    SORT_COLUMNS,
+    BoardTable,
+    Filters,
+    check_board_options,
+    check_int,
+    filter_changes,
+)
+from icij_nb.board_widgets import CANCELLABLE, BoardRow, BoardWidgets
 from icij_nb.errors import IcijNbError, InvalidTransition
 from icij_nb.handles import TaskHandle
 from icij_nb.model import Task, TaskState, utcnow
+from icij_nb.pools import HEARTBEAT_S
 
 if TYPE_CHECKING:
     from icij_nb.manager import TaskManager
@@ -46,60 +56,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_KEEP: Final[Any] = object()
-_ALL_GROUPS: Final = ""
-#: workers are counted from heartbeats at most this often
+#: how often the board counts live workers (from their heartbeats)
 _WORKERS_EVERY_S: Final = 2.0
 EMPTY_MESSAGE: Final = "No tasks yet: submit some with tm.submit(...)"
-CANCELLABLE: Final = frozenset({TaskState.CREATED, TaskState.QUEUED, TaskState.RUNNING})
-RETRYABLE: Final = frozenset({TaskState.ERROR, TaskState.CANCELLED})
-
-
-def _button(description: str, css: str, tooltip: str, width: str) -> widgets.Button:
-    button = widgets.Button(
-        description=description,
-        tooltip=tooltip,
-        disabled=True,
-        layout=widgets.Layout(width=width, height="24px", padding="0"),
-    )
-    button.add_class(css)
-    return button
-
-
-class BoardRow:
-    """The widgets of one row slot of the page: its cells and its three buttons.
-
-    ``task_id`` is the task the slot shows now (None when the slot is unused).
-    """
-
-    def __init__(self) -> None:
-        self.task_id: str | None = None
-        self.html = widgets.HTML()
-        self.cancel_button = _button("cancel", "icij-nb-cancel", "cancel", "60px")
-        self.retry_button = _button("retry", "icij-nb-retry", "retry", "52px")
-        self.detail_button = _button("details", "icij-nb-details", "details", "60px")
-        self.box = widgets.HBox(
-            [self.html, self.cancel_button, self.retry_button, self.detail_button],
-            layout=widgets.Layout(display="none", flex_flow="row nowrap"),
-        )
-        self.box.add_class("icij-nb-row")
-
-    @property
-    def widgets(self) -> list[widgets.Widget]:
-        return [
-            self.html,
-            self.cancel_button,
-            self.retry_button,
-            self.detail_button,
-            self.box,
-        ]
+#: task changes a timed refresh applies at most; a burst (a map of 100,000 tasks)
+#: is applied over several refreshes, so the runtime loop is never held for long
+_CHANGES_PER_REFRESH: Final = 2_000
 
 
 class TaskBoard:
-    """A live view of a manager's tasks: counts, progress, a filtered, sorted and
-    paged table, per-task and per-group actions, and a detail view.
+    """A live view of a manager's tasks, with actions on them.
 
-    Make one with ``tm.board(...)`` and show it as a cell's last expression.
+    It shows counts and progress per group, a filtered, sorted and paged table,
+    per-task and per-group actions, and a detail view. Make one with
+    ``tm.board(...)`` and show it as a cell's last expression.
 
     Args:
         manager: the task manager to watch.
@@ -131,7 +101,8 @@ class TaskBoard:
         page_size: int = 20,
         refresh_s: float = 0.3,
     ) -> None:
-        _check_options(page_size, refresh_s)
+        check_board_options(page_size, refresh_s)
+        wanted = filter_changes(group=group, states=states, name=name, text=text)
         self._manager = manager
         self._runtime = manager._runtime
         self._page_size = page_size
@@ -145,19 +116,22 @@ class TaskBoard:
         self._timer: asyncio.TimerHandle | None = None
         self._last_refresh = float("-inf")
         self._workers: dict[str | None, int] | None = None
-        self._workers_at = float("-inf")
+        self._tick_handle: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._widget_event = False
         self._detail: Task | None = None
         self._closed = False
+        self._loading = True  # changes wait in _pending until the first load
         self._unsubscribe: Callable[[], None] | None = None
         self._display_id = f"icij-nb-board-{uuid.uuid4().hex}"
         self._shown = False
         self._html = self._text = self._displayed_html = ""
         #: CPU seconds of the runtime thread per refresh (the last 1,000)
         self._refresh_cpu_s: collections.deque[float] = collections.deque(maxlen=1000)
-        self._build_widgets()
-        wanted = _normalise_filters(group=group, states=states, name=name, text=text)
+        self._ui = BoardWidgets(page_size)
+        #: the root widget (a VBox); the others are attributes too (see __getattr__)
+        self.widget = self._ui.root
+        self._connect_widgets()
         try:
             self._runtime.run(self._start(wanted))
         except BaseException:
@@ -165,138 +139,41 @@ class TaskBoard:
             raise
         manager._after_wait.append(self._after_wait)
 
-    # -- widgets --------------------------------------------------------------------
+    # -- widgets -----------------------------------------------------------------------
 
-    def _build_widgets(self) -> None:
-        small = widgets.Layout(width="260px")
-        self.counts_html = widgets.HTML()
-        self.counts_html.add_class("icij-nb-counts")
-        self.filter_group = widgets.Dropdown(
-            options=[("all groups", _ALL_GROUPS)], description="group", layout=small
-        )
-        self.filter_states = widgets.SelectMultiple(
-            options=[s.value for s in TaskState],
-            rows=6,
-            description="states",
-            layout=widgets.Layout(width="210px"),
-        )
-        self.filter_name = widgets.Text(
-            description="name", placeholder="name contains…", layout=small
-        )
-        self.filter_text = widgets.Text(
-            description="text", placeholder="in args, result, error…", layout=small
-        )
-        self.sort_by = widgets.Dropdown(
-            options=list(SORT_COLUMNS), description="sort by", layout=small
-        )
-        self.sort_order = widgets.Dropdown(
-            options=[("▲ ascending", True), ("▼ descending", False)],
-            description="order",
-            layout=small,
-        )
-        for css, widget in (
-            ("icij-nb-filter-group", self.filter_group),
-            ("icij-nb-filter-states", self.filter_states),
-            ("icij-nb-filter-name", self.filter_name),
-            ("icij-nb-filter-text", self.filter_text),
-            ("icij-nb-sort-by", self.sort_by),
-            ("icij-nb-sort-order", self.sort_order),
-        ):
-            widget.add_class(css)
-        self.cancel_group_button = _button(
-            "cancel group", "icij-nb-cancel-group", "", "260px"
-        )
-        self.retry_group_button = _button(
-            "retry failed", "icij-nb-retry-group", "", "260px"
-        )
-        self.status_html = widgets.HTML()
-        self.header_html = widgets.HTML()
-        self.message_html = widgets.HTML()
-        self.rows = [BoardRow() for _ in range(self._page_size)]
-        self.prev_button = _button("◀ prev", "icij-nb-prev", "previous page", "80px")
-        self.next_button = _button("next ▶", "icij-nb-next", "next page", "80px")
-        self.page_label = widgets.HTML()
-        self.detail_html = widgets.HTML()
-        self.detail_close = _button("close", "icij-nb-detail-close", "", "60px")
-        self.detail_close.disabled = False
-        self.detail_box = widgets.VBox(
-            [self.detail_close, self.detail_html],
-            layout=widgets.Layout(display="none", border="1px solid #ddd"),
-        )
-        self.detail_box.add_class("icij-nb-detail")
-        controls = widgets.HBox(
-            [
-                widgets.VBox([self.filter_group, self.filter_name, self.filter_text]),
-                self.filter_states,
-                widgets.VBox([self.sort_by, self.sort_order]),
-                widgets.VBox([self.cancel_group_button, self.retry_group_button]),
-            ]
-        )
-        table = widgets.VBox(
-            [self.header_html, self.message_html, *(r.box for r in self.rows)],
-            layout=widgets.Layout(overflow_x="auto"),
-        )
-        pager = widgets.HBox([self.prev_button, self.page_label, self.next_button])
-        self._containers: list[widgets.Widget] = [controls, table, pager]
-        self._containers += [c for c in controls.children if c is not self.filter_states]
-        self.widget = widgets.VBox(
-            [
-                self.counts_html,
-                controls,
-                self.status_html,
-                table,
-                pager,
-                self.detail_box,
-            ]
-        )
-        self.widget.add_class("icij-nb-board")
-        self._connect_widgets()
+    def __getattr__(self, name: str) -> Any:
+        # The widgets (board.counts_html, board.rows, board.filter_states...) read
+        # as the board's own attributes: tests and users inspect their traits.
+        if name in BoardWidgets.PUBLIC and "_ui" in self.__dict__:
+            return getattr(self._ui, name)
+        msg = f"{type(self).__name__!r} object has no attribute {name!r}"
+        raise AttributeError(msg)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *BoardWidgets.PUBLIC})
 
     def _connect_widgets(self) -> None:
+        ui = self._ui
         for widget in (
-            self.filter_group,
-            self.filter_states,
-            self.filter_name,
-            self.filter_text,
-            self.sort_by,
-            self.sort_order,
+            ui.filter_group,
+            ui.filter_states,
+            ui.filter_name,
+            ui.filter_text,
+            ui.sort_by,
+            ui.sort_order,
         ):
             widget.observe(self._on_widget_value, names="value")
-        self.prev_button.on_click(lambda _: self._from_widget(self._turn, -1))
-        self.next_button.on_click(lambda _: self._from_widget(self._turn, 1))
-        self.detail_close.on_click(lambda _: self._from_widget(self._hide_detail))
-        self.cancel_group_button.on_click(lambda _: self._group_action(cancel=True))
-        self.retry_group_button.on_click(lambda _: self._group_action(cancel=False))
-        for row in self.rows:
+        ui.prev_button.on_click(lambda _: self._from_widget(self._turn, -1))
+        ui.next_button.on_click(lambda _: self._from_widget(self._turn, 1))
+        ui.detail_close.on_click(lambda _: self._from_widget(self._hide_detail))
+        ui.cancel_group_button.on_click(lambda _: self._group_action(cancel=True))
+        ui.retry_group_button.on_click(lambda _: self._group_action(cancel=False))
+        for row in ui.rows:
             row.cancel_button.on_click(self._row_action(row, "cancel"))
             row.retry_button.on_click(self._row_action(row, "retry"))
             row.detail_button.on_click(self._row_action(row, "detail"))
 
-    def _all_widgets(self) -> list[widgets.Widget]:
-        singles = [
-            self.counts_html,
-            self.filter_group,
-            self.filter_states,
-            self.filter_name,
-            self.filter_text,
-            self.sort_by,
-            self.sort_order,
-            self.cancel_group_button,
-            self.retry_group_button,
-            self.status_html,
-            self.header_html,
-            self.message_html,
-            self.prev_button,
-            self.next_button,
-            self.page_label,
-            self.detail_html,
-            self.detail_close,
-            self.detail_box,
-            self.widget,
-        ]
-        return singles + self._containers + [w for r in self.rows for w in r.widgets]
-
-    # -- widget events (kernel thread) -> runtime thread ------------------------------
+    # -- widget events (kernel thread) -> runtime thread -------------------------------
 
     def _on_widget_value(self, change: dict[str, Any]) -> None:
         if self._runtime.in_runtime_thread() or self._closed:
@@ -359,15 +236,12 @@ class TaskBoard:
 
     def _report(self, exc: BaseException) -> None:
         if not self._closed:
-            self.status_html.value = (
-                f'<span class="icij-nb-error" style="color:#dc3545">'
-                f"{H.esc(type(exc).__name__)}: {H.esc(exc)}</span>"
-            )
+            self._ui.report(exc)
 
     def _say(self, text: str) -> None:
-        self.status_html.value = f'<span style="color:#555">{H.esc(text)}</span>'
+        self._ui.say(text)
 
-    # -- calls from any thread -------------------------------------------------------
+    # -- calls from any thread ---------------------------------------------------------
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the runtime thread and return its value."""
@@ -384,7 +258,7 @@ class TaskBoard:
             msg = "this board is closed; make a new one with tm.board()"
             raise IcijNbError(msg)
 
-    # -- life (runtime thread) ----------------------------------------------------------
+    # -- life (runtime thread) ---------------------------------------------------------
 
     async def _start(self, wanted: dict[str, Any]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -392,16 +266,30 @@ class TaskBoard:
         frame = await self._manager.frame_async()
         # This session's records: the table shares their ids, args and results.
         self._table.load_frame(frame, self._manager._tasks)
+        self._loading = False
         self._filters = self._checked_filters(wanted)
         self._apply_pending()
-        self._sync_widgets()
+        self._ui.show_filters(self._filters, self._sort, self._known_groups())
         self._refresh_now(force_view=True)
+        self._tick_handle = self._loop.call_later(_WORKERS_EVERY_S, self._tick)
+
+    def _tick(self) -> None:
+        """Render again when the live workers change (no task event tells)."""
+        if self._closed:
+            return
+        self._tick_handle = self._loop.call_later(_WORKERS_EVERY_S, self._tick)
+        try:
+            workers = self._workers
+            if self._count_workers() != workers:
+                self._refresh_now()
+        except Exception:
+            logger.exception("task board: counting workers failed")
 
     def _discard(self) -> None:
         self._closed = True
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for widget in self._all_widgets():
+        for widget in self._ui.all():
             widget.close()
 
     def close(self) -> None:
@@ -415,12 +303,13 @@ class TaskBoard:
     def _close(self) -> None:
         if self._closed:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._tick_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._tick_handle = None
         self._discard()
 
-    # -- changes from the manager (runtime thread) --------------------------------------
+    # -- changes from the manager (runtime thread) -------------------------------------
 
     def _on_tasks(self, tasks: list[Task]) -> None:
         if self._closed:
@@ -428,7 +317,7 @@ class TaskBoard:
         pending = self._pending
         for task in tasks:
             pending[task.id] = task
-        if self._timer is None:
+        if self._timer is None and not self._loading:
             delay = max(0.0, self._last_refresh + self._refresh_s - self._loop.time())
             self._timer = self._loop.call_later(delay, self._on_timer)
 
@@ -437,37 +326,46 @@ class TaskBoard:
         if self._closed:
             return
         try:
-            self._refresh_now()
+            self._refresh_now(limit=_CHANGES_PER_REFRESH)
         except Exception:
             logger.exception("task board refresh failed")
+        if self._pending and not self._closed:
+            self._timer = self._loop.call_later(0, self._on_timer)  # the rest
 
-    def _apply_pending(self) -> bool:
-        if not self._pending:
+    def _apply_pending(self, limit: int | None = None) -> bool:
+        pending = self._pending
+        if not pending:
             return False
-        tasks, self._pending = list(self._pending.values()), {}
+        if limit is None or len(pending) <= limit:
+            tasks, self._pending = list(pending.values()), {}
+        else:  # the oldest changes first
+            tasks = [pending.pop(k) for k in list(itertools.islice(pending, limit))]
         self._table.upsert(tasks)
         detail = self._detail
         if detail is not None:
             for task in tasks:
                 if task.id == detail.id:
                     self._detail = task
-                    self.detail_html.value = H.detail_html(task)
+                    self._ui.show_detail(H.detail_html(task))
         return True
 
-    def _refresh_now(self, *, force_view: bool = False) -> None:
+    def _refresh_now(
+        self, *, force_view: bool = False, limit: int | None = None
+    ) -> None:
         cpu = time.thread_time()
         self._last_refresh = self._loop.time()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._apply_pending() or force_view:
+        self._count_workers()
+        if self._apply_pending(limit) or force_view:
             mask = self._table.select(self._filters)
             column, ascending = self._sort
             self._view = self._table.order(mask, column, ascending=ascending)
         self._render()
         self._refresh_cpu_s.append(time.thread_time() - cpu)
 
-    # -- filters, sort, paging (runtime thread) -----------------------------------------
+    # -- filters, sort, paging (runtime thread) ----------------------------------------
 
     def _known_groups(self) -> list[str]:
         groups = set(self._manager.app.groups) | {
@@ -493,46 +391,21 @@ class TaskBoard:
         self._check_open()
         self._filters = self._checked_filters(wanted)
         self._page = 0
-        self._sync_widgets()
+        self._ui.show_filters(self._filters, self._sort, self._known_groups())
         self._refresh_now(force_view=True)
 
     def _apply_widget_values(self) -> None:
         self._widget_event = False
         if self._closed:
             return
-        states = frozenset(TaskState(v) for v in self.filter_states.value)
-        self._filters = Filters(
-            group=self.filter_group.value or None,
-            states=states or None,
-            name=self.filter_name.value.strip() or None,
-            text=self.filter_text.value.strip() or None,
-        )
-        self._sort = (self.sort_by.value, bool(self.sort_order.value))
+        self._filters, self._sort = self._ui.read()
         self._page = 0
         self._refresh_now(force_view=True)
-
-    def _sync_widgets(self) -> None:
-        f = self._filters
-        self._sync_group_options()
-        self.filter_group.value = f.group or _ALL_GROUPS
-        self.filter_states.value = tuple(
-            s.value for s in TaskState if f.states and s in f.states
-        )
-        self.filter_name.value = f.name or ""
-        self.filter_text.value = f.text or ""
-        self.sort_by.value, self.sort_order.value = self._sort
-
-    def _sync_group_options(self) -> None:
-        options = [("all groups", _ALL_GROUPS)] + [(g, g) for g in self._known_groups()]
-        if list(self.filter_group.options) != options:
-            value = self.filter_group.value
-            self.filter_group.options = options
-            self.filter_group.value = value if value in dict(options).values() else ""
 
     def _set_sort(self, column: str, ascending: bool) -> None:
         self._check_open()
         self._sort = (column, ascending)
-        self.sort_by.value, self.sort_order.value = column, ascending
+        self._ui.show_filters(self._filters, self._sort, self._known_groups())
         self._refresh_now(force_view=True)
 
     @property
@@ -553,25 +426,31 @@ class TaskBoard:
         self._page = page
         self._refresh_now()
 
-    # -- rendering (runtime thread) -------------------------------------------------------
+    # -- rendering (runtime thread) ----------------------------------------------------
 
     def _render(self) -> None:
         table = self._table
         self._page = min(self._page, self.page_count - 1)
         start = self._page * self._page_size
-        visible = [table.row(int(r)) for r in self._view[start : start + self._page_size]]
+        visible = [
+            table.row(int(r)) for r in self._view[start : start + self._page_size]
+        ]
         counts_html, groups, counts, progress = self._render_counts()
         message = self._message()
         status = self._status_line(start, len(visible))
-        self.message_html.value = H.message_html(message) if message else ""
-        self.header_html.value = H.header_html(*self._sort)
-        self._render_rows(visible)
-        self.page_label.value = (
-            f'<span style="padding:0 8px;line-height:24px">{H.esc(status)}</span>'
+        ui, can_send = self._ui, self._can_send()
+        ui.message_html.value = H.message_html(message) if message else ""
+        ui.header_html.value = H.header_html(*self._sort)
+        ui.show_page(
+            visible,
+            can_send=can_send,
+            status=status,
+            first=self._page == 0,
+            last=self._page >= self.page_count - 1,
         )
-        self.prev_button.disabled = self._page == 0
-        self.next_button.disabled = self._page >= self.page_count - 1
-        self._render_group_buttons(groups, counts)
+        group = self._filters.group
+        by_group = dict(zip(groups, counts, strict=True))
+        ui.show_group_buttons(group, by_group.get(group), can_send=can_send)
         self._html = H.snapshot_html(
             counts_html, status, visible, message,
             sort_column=self._sort[0], ascending=self._sort[1],
@@ -588,29 +467,29 @@ class TaskBoard:
         codes = [table.groups.find(g) for g in groups]
         counts = [all_counts[c].tolist() for c in codes if c is not None]
         progress = [float(all_progress[c]) for c in codes if c is not None]
-        html = H.counts_html(
-            groups, counts, progress, self._alive_workers(), stamp=utcnow()
-        )
-        self.counts_html.value = html
-        if self._known_groups() != [
-            v for _, v in list(self.filter_group.options)[1:]
-        ]:
-            self._sync_group_options()
+        html = H.counts_html(groups, counts, progress, self._workers, stamp=utcnow())
+        self._ui.counts_html.value = html
+        self._ui.show_groups(self._known_groups())
         return html, groups, counts, progress
 
-    def _alive_workers(self) -> dict[str | None, int] | None:
-        now = self._loop.time()
-        if now - self._workers_at >= _WORKERS_EVERY_S:
-            self._workers_at = now
-            frame = self._manager.workers()
-            if frame.empty:
-                self._workers = None
-            else:
-                alive = frame[frame["alive"]]
-                self._workers = {
-                    (g if isinstance(g, str) else None): int(n)
-                    for g, n in alive.groupby("group", dropna=False).size().items()
-                }
+    def _can_send(self) -> bool:
+        return not (self._manager.broker.observe_only or self._manager.closed)
+
+    def _count_workers(self) -> dict[str | None, int] | None:
+        """Live workers per group, as ``tm.workers()`` counts them.
+
+        None when no worker ever sent a heartbeat. Read from the manager's record
+        rather than ``tm.workers()``, whose DataFrame costs a millisecond.
+        """
+        heard = list(self._manager._workers.values())
+        if not heard:
+            self._workers = None
+            return None
+        now, counts = utcnow(), collections.Counter[str | None]()
+        for status, seen in heard:
+            if (now - seen).total_seconds() < 3 * HEARTBEAT_S:
+                counts[status.group] += 1
+        self._workers = dict(counts)
         return self._workers
 
     def _message(self) -> str:
@@ -626,7 +505,7 @@ class TaskBoard:
 
     def _status_line(self, start: int, shown: int) -> str:
         total = len(self._view)
-        rows = f"rows {start + 1}–{start + shown} of {total}" if shown else "no rows"
+        rows = f"rows {start + 1}-{start + shown} of {total}" if shown else "no rows"
         filters = self._filters.describe() or "no filter"
         column, ascending = self._sort
         order = "▲" if ascending else "▼"
@@ -635,43 +514,7 @@ class TaskBoard:
             f"sorted by {column} {order}"
         )
 
-    def _render_rows(self, visible: list[dict[str, Any]]) -> None:
-        can_send = not self._manager.broker.observe_only and not self._manager.closed
-        for slot, row in zip(self.rows, visible, strict=False):
-            state: TaskState = row["state"]
-            slot.task_id = row["id"]
-            slot.html.value = H.row_html(row)
-            slot.cancel_button.disabled = not (can_send and state in CANCELLABLE)
-            slot.retry_button.disabled = not (can_send and state in RETRYABLE)
-            slot.detail_button.disabled = False
-            slot.box.layout.display = "flex"
-        for slot in self.rows[len(visible) :]:
-            slot.task_id = None
-            slot.box.layout.display = "none"
-
-    def _render_group_buttons(
-        self, groups: list[str | None], counts: list[list[int]]
-    ) -> None:
-        group = self._filters.group
-        by_group = dict(zip(groups, counts, strict=True))
-        row = by_group.get(group) if group is not None else None
-        can_send = not self._manager.broker.observe_only and not self._manager.closed
-        states = list(TaskState)
-        active = sum(row[states.index(s)] for s in CANCELLABLE) if row else 0
-        failed = row[states.index(TaskState.ERROR)] if row else 0
-        cancel, retry = self.cancel_group_button, self.retry_group_button
-        if group is None:
-            cancel.description, retry.description = "cancel group", "retry failed"
-            tip = "choose a group in the group filter first"
-            cancel.tooltip = retry.tooltip = tip
-        else:
-            cancel.description = f"cancel {active} queued/running of {group}"
-            retry.description = f"retry {failed} failed of {group}"
-            cancel.tooltip, retry.tooltip = cancel.description, retry.description
-        cancel.disabled = not (can_send and active)
-        retry.disabled = not (can_send and failed)
-
-    # -- actions (runtime thread) -----------------------------------------------------
+    # -- actions (runtime thread) ------------------------------------------------------
 
     async def _cancel(self, task_id: str) -> None:
         self._check_open()
@@ -704,7 +547,7 @@ class TaskBoard:
             except InvalidTransition:
                 continue  # it moved on meanwhile (finished, or already retried)
             done += 1
-        self._refresh_now()
+        self._refresh_now(force_view=True)
         return done
 
     async def _cancel_group(self, group: str | None) -> int:
@@ -721,15 +564,13 @@ class TaskBoard:
         self._check_open()
         task = await self._manager.get_async(task_id)
         self._detail = task
-        self.detail_html.value = H.detail_html(task)
-        self.detail_box.layout.display = "flex"
+        self._ui.show_detail(H.detail_html(task))
 
     def _hide_detail(self) -> None:
         self._detail = None
-        self.detail_html.value = ""
-        self.detail_box.layout.display = "none"
+        self._ui.hide_detail()
 
-    # -- public API ---------------------------------------------------------------------
+    # -- public API --------------------------------------------------------------------
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
@@ -766,7 +607,7 @@ class TaskBoard:
 
     @page.setter
     def page(self, page: int) -> None:
-        self._call(self._goto, _check_int("page", page))
+        self._call(self._goto, check_int("page", page))
 
     def next_page(self) -> int:
         """Show the next page (the last one stays); return the page shown."""
@@ -781,10 +622,10 @@ class TaskBoard:
     def set_filter(
         self,
         *,
-        group: str | None = _KEEP,
-        states: Iterable[str | TaskState] | str | TaskState | None = _KEEP,
-        name: str | None = _KEEP,
-        text: str | None = _KEEP,
+        group: str | None = KEEP,
+        states: Iterable[str | TaskState] | str | TaskState | None = KEEP,
+        name: str | None = KEEP,
+        text: str | None = KEEP,
     ) -> None:
         """Change some filters; the others stay. None clears one.
 
@@ -794,7 +635,7 @@ class TaskBoard:
         Example:
             board.set_filter(states=["ERROR"], text="timeout")
         """
-        wanted = _normalise_filters(group=group, states=states, name=name, text=text)
+        wanted = filter_changes(group=group, states=states, name=name, text=text)
         self._call(self._set_filters, wanted)
 
     def sort(self, column: str, ascending: bool = True) -> None:
@@ -854,7 +695,7 @@ class TaskBoard:
         """Close the detail view."""
         self._call(self._hide_detail)
 
-    # -- display ------------------------------------------------------------------------
+    # -- display -----------------------------------------------------------------------
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
@@ -872,7 +713,8 @@ class TaskBoard:
         from IPython.display import display
 
         bundle = self._repr_mimebundle_()
-        display(bundle, raw=True, display_id=self._display_id)
+        # IPython's display functions have no annotations.
+        display(bundle, raw=True, display_id=self._display_id)  # type: ignore[no-untyped-call]
         self._shown = True
         self._displayed_html = self._html
 
@@ -890,65 +732,11 @@ class TaskBoard:
 
         if get_ipython() is None:
             return
-        update_display(
-            self._repr_mimebundle_(), raw=True, display_id=self._display_id
-        )
+        bundle = self._repr_mimebundle_()
+        # IPython's display functions have no annotations.
+        update_display(bundle, raw=True, display_id=self._display_id)  # type: ignore[no-untyped-call]
         self._displayed_html = self._html
 
 
 def _task_id(task: str | TaskHandle) -> str:
     return task.id if isinstance(task, TaskHandle) else task
-
-
-def _check_int(what: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        msg = f"{what} must be an int, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def _check_options(page_size: object, refresh_s: object) -> None:
-    if _check_int("page_size", page_size) < 1:
-        msg = f"page_size must be >= 1, got {page_size!r}"
-        raise ValueError(msg)
-    if (
-        not isinstance(refresh_s, int | float)
-        or isinstance(refresh_s, bool)
-        or not refresh_s > 0
-    ):
-        msg = f"refresh_s must be a number of seconds > 0, got {refresh_s!r}"
-        raise ValueError(msg)
-
-
-def _normalise_filters(**given: Any) -> dict[str, Any]:
-    """Check filter values in the caller's thread; return those to change."""
-    wanted: dict[str, Any] = {}
-    for key in ("group", "name", "text"):
-        value = given[key]
-        if value is _KEEP:
-            continue
-        if value is not None and not isinstance(value, str):
-            msg = f"{key} must be a string or None, got {value!r}"
-            raise ValueError(msg)
-        wanted[key] = value.strip() or None if isinstance(value, str) else None
-    states = given["states"]
-    if states is not _KEEP:
-        wanted["states"] = _parse_states(states)
-    return wanted
-
-
-def _parse_states(
-    states: Iterable[str | TaskState] | str | TaskState | None,
-) -> frozenset[TaskState] | None:
-    if states is None:
-        return None
-    if isinstance(states, str):  # TaskState is a str too
-        states = [states]
-    parsed = set()
-    for state in states:
-        if not isinstance(state, str):
-            valid = ", ".join(s.value for s in TaskState)
-            msg = f"unknown task state {state!r}; valid states: {valid}"
-            raise ValueError(msg)
-        parsed.add(TaskState.parse(state))
-    return frozenset(parsed) or None

@@ -11,37 +11,107 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from icij_nb.board_table import N_STATES, STATES, fmt_duration
+from icij_nb.board_table import N_STATES, STATES, to_json
 from icij_nb.handles import STATE_COLOURS
 from icij_nb.model import ErrorRecord, Task, TaskState
 
 #: (key, title, width in px) of the row cells, in order
 COLUMNS: Final = (
-    ("id", "id", 150),
+    ("id", "id", 130),
     ("name", "name", 90),
     ("group", "group", 64),
     ("state", "state", 86),
-    ("progress", "progress", 112),
+    ("progress", "progress", 108),
     ("attempts", "attempts", 84),
-    ("worker", "worker", 110),
-    ("created_at", "created", 64),
-    ("started_at", "started", 64),
-    ("completed_at", "completed", 72),
+    ("worker", "worker", 96),
+    ("created_at", "created", 72),
+    ("started_at", "started", 72),
+    ("completed_at", "completed", 84),
     ("duration_s", "duration", 70),
-    ("preview", "result / error", 220),
+    ("preview", "result / error", 170),
 )
+#: the width of a row's cells, in px
+ROW_WIDTH: Final = sum(width for _, _, width in COLUMNS) + 8
 _CELL = (
     "display:inline-block;overflow:hidden;text-overflow:ellipsis;"
     "white-space:nowrap;vertical-align:middle;padding-right:6px;box-sizing:border-box"
 )
 _ROW = "display:flex;align-items:center;font-size:12px;line-height:26px"
+
+#: previews are cut to this many characters (the frame keeps the whole value)
+PREVIEW_CHARS: Final = 80
 NO_GROUP: Final = "(no group)"
 #: detail view: args and result are cut to this many characters
 DETAIL_CHARS: Final = 20_000
+
+
+def _json_chunks(value: Any, limit: int) -> Any:
+    """JSON text of ``value`` in pieces, so a preview stops early on a big value."""
+    if isinstance(value, dict):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield ", " if i else ""
+            yield to_json(str(key)[: limit + 1]) + ": "
+            yield from _json_chunks(item, limit)
+        yield "}"
+    elif isinstance(value, list | tuple):
+        yield "["
+        for i, item in enumerate(value):
+            yield ", " if i else ""
+            yield from _json_chunks(item, limit)
+        yield "]"
+    elif isinstance(value, str):
+        yield to_json(value[: limit + 1])
+    else:
+        yield to_json(value)
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """A one-line JSON text of a value, cut to ``limit`` characters with an ellipsis.
+
+    Only the start of a big value is encoded; strings are shown as they are.
+    """
+    if isinstance(value, str):
+        text = " ".join(value[: limit + 1].split())
+    else:
+        parts, size = [], 0
+        for chunk in _json_chunks(value, limit):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+        text = "".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def row_preview(row: dict[str, Any]) -> str:
+    """A task's result, else its last error, cut short (empty when neither)."""
+    result, error = row["result"], row["error"]
+    if result is not None:
+        return preview(result)
+    if error is not None:
+        return preview(error)
+    return ""
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``0.25 s``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``; ``""`` for None."""
+    if seconds is None or math.isnan(seconds):
+        return ""
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def esc(value: object) -> str:
@@ -81,14 +151,14 @@ def _cells(row: dict[str, Any]) -> dict[str, tuple[str, str]]:
     attempts = f"{row['attempts']}/{row['max_attempts']}"
     if state is not TaskState.DONE:
         attempts += f" · {row['retries_left']} left"
+    shown = row_preview(row)
     cells = {
         "id": (esc(row["id"]), row["id"]),
         "name": (esc(row["name"]), row["name"]),
         "group": (esc(group_label(row["group"])), ""),
         "state": (state_badge(state), ""),
         "progress": (
-            bar(progress, STATE_COLOURS.get(state, "#888"), 64)
-            + f" {progress:.0%}",
+            bar(progress, STATE_COLOURS.get(state, "#888"), 56) + f" {progress:.0%}",
             "",
         ),
         "attempts": (
@@ -97,7 +167,7 @@ def _cells(row: dict[str, Any]) -> dict[str, tuple[str, str]]:
         ),
         "worker": (esc(row["worker"] or ""), row["worker"] or ""),
         "duration_s": (esc(fmt_duration(row["duration_s"])), ""),
-        "preview": (esc(row["preview"]), (row["error"] or row["preview"])[:500]),
+        "preview": (esc(shown), (row["error"] or shown)[:500]),
     }
     for key in ("created_at", "started_at", "completed_at"):
         text, title = _time(row[key])
@@ -111,7 +181,9 @@ def _cells(row: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def row_html(row: dict[str, Any]) -> str:
     """One task as a line of fixed-width cells."""
     cells = _cells(row)
-    parts = [f'<div class="icij-nb-cells" data-task-id="{esc(row["id"])}" style="{_ROW}">']
+    parts = [
+        f'<div class="icij-nb-cells" data-task-id="{esc(row["id"])}" style="{_ROW}">'
+    ]
     for key, _title, width in COLUMNS:
         inner, title = cells[key]
         title_attr = f' title="{esc(title)}"' if title else ""
@@ -143,8 +215,10 @@ def counts_html(
     *,
     stamp: datetime,
 ) -> str:
-    """The header: totals, then one line per group with its progress bar, counts
-    per state and live workers (``workers`` None: the broker does not tell).
+    """The header: totals, then one line per group.
+
+    A group's line has its progress bar, counts per state and live workers
+    (``workers`` None: the broker does not tell, shown as "?").
     """
     totals = [sum(c[s] for c in counts) for s in range(N_STATES)]
     total = sum(totals)
@@ -179,7 +253,7 @@ def counts_html(
             f"{n if n else '<span style=color:#ccc>·</span>'}</td>"
             for n in row
         )
-        alive = "–" if workers is None else str(workers.get(group, 0))
+        alive = "?" if workers is None else str(workers.get(group, 0))
         colour = _group_colour(row)
         lines.append(
             f'<tr class="icij-nb-group" data-group="{esc(group_label(group))}">'
@@ -203,19 +277,21 @@ def _group_colour(row: Sequence[int]) -> str:
 
 
 def message_html(text: str) -> str:
-    return f'<div class="icij-nb-message" style="color:#666;padding:8px 0">{esc(text)}</div>'
+    style = "color:#666;padding:8px 0"
+    return f'<div class="icij-nb-message" style="{style}">{esc(text)}</div>'
 
 
 def snapshot_html(
-    counts: str, status: str, rows: Sequence[dict[str, Any]], message: str,
-    *, sort_column: str, ascending: bool,
+    counts: str,
+    status: str,
+    rows: Sequence[dict[str, Any]],
+    message: str,
+    *,
+    sort_column: str,
+    ascending: bool,
 ) -> str:
     """The whole board as static HTML (what shows where widgets cannot render)."""
-    body = (
-        message_html(message)
-        if message
-        else "".join(row_html(r) for r in rows)
-    )
+    body = message_html(message) if message else "".join(row_html(r) for r in rows)
     return (
         '<div class="icij-nb-board-static" style="overflow-x:auto">'
         f"{counts}"
@@ -249,7 +325,7 @@ def snapshot_text(
     for r in rows:
         lines.append(
             f"  {r['id'][:40]:<40} {r['name'][:16]:<16} {r['state'].value:<9} "
-            f"{r['progress']:>4.0%}  {r['preview'][:40]}".rstrip()
+            f"{r['progress']:>4.0%}  {row_preview(r)[:40]}".rstrip()
         )
     return "\n".join(lines)
 

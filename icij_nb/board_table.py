@@ -19,7 +19,7 @@ It holds no widgets and no threads: the board calls it from the runtime thread o
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -53,8 +53,6 @@ SORT_COLUMNS: Final = (
     "completed_at",
     "duration_s",
 )
-#: previews are cut to this many characters (the frame keeps the whole value)
-PREVIEW_CHARS: Final = 80
 #: free text searches this many characters of each task's args, result and error
 SEARCH_CHARS: Final = 10_000
 
@@ -79,47 +77,12 @@ def from_us(value: int) -> datetime | None:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
-def _json_chunks(value: Any, limit: int) -> Any:
-    """JSON text of ``value`` in pieces, so a preview stops early on a big value."""
-    if isinstance(value, dict):
-        yield "{"
-        for i, (key, item) in enumerate(value.items()):
-            yield ", " if i else ""
-            yield _json(str(key)[: limit + 1]) + ": "
-            yield from _json_chunks(item, limit)
-        yield "}"
-    elif isinstance(value, list | tuple):
-        yield "["
-        for i, item in enumerate(value):
-            yield ", " if i else ""
-            yield from _json_chunks(item, limit)
-        yield "]"
-    elif isinstance(value, str):
-        yield _json(value[: limit + 1])
-    else:
-        yield _json(value)
-
-
-def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """A one-line JSON text of a value, cut to ``limit`` characters with an ellipsis.
-
-    Only the start of a big value is encoded; strings are shown as they are.
-    """
-    if isinstance(value, str):
-        text = " ".join(value[: limit + 1].split())
-    else:
-        parts, size = [], 0
-        for chunk in _json_chunks(value, limit):
-            parts.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                break
-        text = "".join(parts)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def to_json(value: Any) -> str:
+    """Compact JSON text of a value, non-ASCII kept (anything else as str())."""
+    return _ENCODER.encode(value)
 
 
 def last_error(task: Task) -> str | None:
@@ -173,12 +136,77 @@ class Filters:
         if self.group is not None:
             parts.append(f"group {self.group}")
         if self.states:
-            parts.append("state " + "|".join(s.value for s in STATES if s in self.states))
+            parts.append(
+                "state " + "|".join(s.value for s in STATES if s in self.states)
+            )
         if self.name:
             parts.append(f"name ~ {self.name!r}")
         if self.text:
             parts.append(f"text ~ {self.text!r}")
         return ", ".join(parts)
+
+
+#: "leave this filter as it is" in :func:`filter_changes`
+KEEP: Final[Any] = object()
+
+
+def check_int(what: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        msg = f"{what} must be an int, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def check_board_options(page_size: object, refresh_s: object) -> None:
+    if check_int("page_size", page_size) < 1:
+        msg = f"page_size must be >= 1, got {page_size!r}"
+        raise ValueError(msg)
+    if (
+        not isinstance(refresh_s, int | float)
+        or isinstance(refresh_s, bool)
+        or not refresh_s > 0
+    ):
+        msg = f"refresh_s must be a number of seconds > 0, got {refresh_s!r}"
+        raise ValueError(msg)
+
+
+def filter_changes(**given: Any) -> dict[str, Any]:
+    """Check filter values (before any work on the runtime thread).
+
+    A value of :data:`KEEP` leaves that filter as it is; the result maps the
+    filters to change to their new values.
+    """
+    wanted: dict[str, Any] = {}
+    for key in ("group", "name", "text"):
+        value = given[key]
+        if value is KEEP:
+            continue
+        if value is not None and not isinstance(value, str):
+            msg = f"{key} must be a string or None, got {value!r}"
+            raise ValueError(msg)
+        wanted[key] = value.strip() or None if isinstance(value, str) else None
+    states = given["states"]
+    if states is not KEEP:
+        wanted["states"] = parse_states(states)
+    return wanted
+
+
+def parse_states(
+    states: Iterable[str | TaskState] | str | TaskState | None,
+) -> frozenset[TaskState] | None:
+    if states is None:
+        return None
+    if isinstance(states, str):  # TaskState is a str too
+        states = [states]
+    parsed = set()
+    values: Iterable[object] = states
+    for state in values:
+        if not isinstance(state, str):
+            valid = ", ".join(s.value for s in TaskState)
+            msg = f"unknown task state {state!r}; valid states: {valid}"
+            raise ValueError(msg)
+        parsed.add(TaskState.parse(state))
+    return frozenset(parsed) or None
 
 
 _INT_COLUMNS: Final = (
@@ -223,8 +251,10 @@ class BoardTable:
 
     def nbytes(self) -> int:
         """Bytes held by the arrays (allocated capacity, not only used rows)."""
-        return self.state.nbytes + self.progress.nbytes + sum(
-            a.nbytes for a in self.cols.values()
+        return (
+            self.state.nbytes
+            + self.progress.nbytes
+            + sum(a.nbytes for a in self.cols.values())
         )
 
     def _grow(self, needed: int) -> None:
@@ -350,7 +380,8 @@ class BoardTable:
         cols = self.cols
         left = cols["max_attempts"][:n] - np.maximum(cols["attempts"][:n] - 1, 0)
         left[self.state[:n] == STATE_CODE[TaskState.ERROR]] = 0
-        return np.maximum(left, 0).astype(np.int64)
+        result: IntArray = np.maximum(left, 0).astype(np.int64)
+        return result
 
     # -- reads --------------------------------------------------------------------
 
@@ -401,8 +432,9 @@ class BoardTable:
         return cached[1]
 
     def order(self, mask: BoolArray, column: str, *, ascending: bool) -> IntArray:
-        """The rows of ``mask`` sorted by ``column``; ties and missing values keep
-        creation order, missing values last either way.
+        """The rows of ``mask`` sorted by ``column``.
+
+        Ties keep creation order; missing values come last either way.
         """
         base = self.created_order()
         rows = base[mask[base]]
@@ -457,8 +489,9 @@ class BoardTable:
         return np.bincount(flat, minlength=width * N_STATES).reshape(width, N_STATES)
 
     def group_progress(self) -> npt.NDArray[np.float64]:
-        """Mean progress per group code; a finished task (DONE, ERROR, CANCELLED)
-        counts whole.
+        """Mean progress per group code.
+
+        A finished task (DONE, ERROR, CANCELLED) counts whole.
         """
         n, width = self.n, len(self.groups.values)
         if width == 0:
@@ -470,9 +503,7 @@ class BoardTable:
         count = np.bincount(groups, minlength=width)
         return np.divide(total, count, out=np.zeros(width), where=count > 0)
 
-    def rows_in(
-        self, group: str | None, states: frozenset[TaskState]
-    ) -> list[str]:
+    def rows_in(self, group: str | None, states: frozenset[TaskState]) -> list[str]:
         """Ids of the tasks of ``group`` in one of ``states``, in creation order."""
         code = self.groups.find(group)
         if code is None:
@@ -504,9 +535,7 @@ class BoardTable:
             "started_at": from_us(started),
             "completed_at": from_us(completed),
             "duration_s": duration,
-            "preview": _preview(
-                self.result[row], self.error[row], has_result=True
-            ),
+            "result": self.result[row],
             "error": self.error[row],
         }
 
@@ -524,7 +553,7 @@ class BoardTable:
         )
         frame["state"] = pd.Categorical.from_codes(
             self.state[rows].astype(np.int64),
-            categories=[s.value for s in STATES],
+            categories=pd.Index([s.value for s in STATES]),
             ordered=True,
         )
         frame["progress"] = self.progress[rows].astype(np.float64)
@@ -563,38 +592,14 @@ def _factorize(column: pd.Series, codes: _Codes) -> IntArray:
 
 def _us_array(column: pd.Series) -> IntArray:
     values = column.dt.tz_convert("UTC").dt.tz_localize(None)
-    return values.to_numpy(dtype="datetime64[us]").astype(np.int64)
+    result: IntArray = values.to_numpy(dtype="datetime64[us]").astype(np.int64)
+    return result
 
 
-def _preview(result: Any, error: str | None, *, has_result: bool) -> str:
+def _search_text(args: Any, result: Any, error: str | None, *, has_result: bool) -> str:
+    parts = [to_json(args)[:SEARCH_CHARS]]
     if has_result and result is not None:
-        return preview(result)
-    if error is not None:
-        return preview(error)
-    return ""
-
-
-def _search_text(
-    args: Any, result: Any, error: str | None, *, has_result: bool
-) -> str:
-    parts = [_json(args)[:SEARCH_CHARS]]
-    if has_result and result is not None:
-        parts.append(_json(result)[:SEARCH_CHARS])
+        parts.append(to_json(result)[:SEARCH_CHARS])
     if error is not None:
         parts.append(error[:SEARCH_CHARS])
     return "\n".join(parts).lower()
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``0.25 s``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``; ``""`` for None."""
-    if seconds is None or math.isnan(seconds):
-        return ""
-    if seconds < 10:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -24,6 +24,8 @@ def json_problem(value: Any, path: str = "value") -> str | None:
 
 
 def _problem(value: Any, path: str, depth: int) -> str | None:
+    if isinstance(value, str) and not value.isascii():
+        return _text_problem(value, path)
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):
@@ -35,16 +37,7 @@ def _problem(value: Any, path: str, depth: int) -> str | None:
     if depth >= _MAX_DEPTH:
         return f"{path} is nested more than {_MAX_DEPTH} levels deep; flatten it."
     if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return (
-                    f"{path} has the key {key!r} of type {type(key).__name__}; JSON "
-                    "object keys are strings. Convert the key with str()."
-                )
-            found = _problem(item, f"{path}[{key!r}]", depth + 1)
-            if found:
-                return found
-        return None
+        return _dict_problem(value, path, depth)
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
             found = _problem(item, f"{path}[{index}]", depth + 1)
@@ -56,6 +49,35 @@ def _problem(value: Any, path: str, depth: int) -> str | None:
         f"{path} is a {kind} ({_short_repr(value)}), which JSON cannot carry. "
         "Convert it to a str, number, bool, None, list or dict."
     )
+
+
+def _dict_problem(value: dict[Any, Any], path: str, depth: int) -> str | None:
+    for key, item in value.items():
+        if not isinstance(key, str):
+            return (
+                f"{path} has the key {key!r} of type {type(key).__name__}; JSON "
+                "object keys are strings. Convert the key with str()."
+            )
+        found = (
+            _text_problem(key, f"a key of {path}") if not key.isascii() else None
+        ) or _problem(item, f"{path}[{key!r}]", depth + 1)
+        if found:
+            return found
+    return None
+
+
+def _text_problem(value: str, path: str) -> str | None:
+    # Messages are UTF-8: a lone surrogate (from bytes decoded with
+    # "surrogateescape", say) has no encoding there.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"{path} holds {value[exc.start : exc.end]!r}, a lone surrogate that "
+            "UTF-8 cannot encode; decode the source bytes with errors='replace', "
+            "or send them as base64 text."
+        )
+    return None
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:

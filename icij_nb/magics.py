@@ -76,8 +76,8 @@ class IcijMagics(Magics):
             close                   close the manager
             %%icij task GROUP       (cell magic) register the cell's functions
 
-        As a cell magic, ``%%icij task GROUP [options]`` above one or more ``def``
-        registers the functions the cell defines as tasks of the current app.
+        ``%%icij task GROUP [options]`` above one or more ``def`` registers the
+        functions the cell defines as tasks of the current app.
 
         Values of ``k=v`` are read as JSON when they parse (``n=3`` is 3,
         ``xs=[1,2]`` a list) and as strings otherwise (``s=abc``); quote a value
@@ -154,7 +154,8 @@ class IcijMagics(Magics):
     def _select_app(self, name: str) -> App:
         app = self._ns.get(APP_VAR)
         if not (isinstance(app, App) and app.name == name):
-            app = self._apps.get(name) or App(name)
+            known = self._apps.get(name)
+            app = known if known is not None else App(name)
         self._apps[name] = app
         self._ns[APP_VAR] = app
         return app
@@ -555,9 +556,11 @@ def _watch_commands(add: Adder, magics: IcijMagics) -> None:
         metavar="STATE",
         help="only tasks in these states (queued, running, done, error...)",
     )
-    sub.add_argument("--name", metavar="NAME", help="only tasks of this name")
     sub.add_argument(
-        "--text", metavar="TEXT", help="only tasks whose id, args or error hold it"
+        "--name", metavar="NAME", help="only tasks whose name contains NAME"
+    )
+    sub.add_argument(
+        "--text", metavar="TEXT", help="only tasks whose args, result or error hold it"
     )
     add("frame", magics.cmd_frame, "every task of the store as a DataFrame")
 

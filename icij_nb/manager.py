@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -126,8 +127,17 @@ class TaskManager:
 
     async def _start(self) -> None:
         await self.broker.start()
-        await self.store.open(manager_id=self.id, broker_kind=self.broker.kind)
-        for task in await self.store.recover(durable_broker=self.broker.durable):
+        try:
+            await self.store.open(manager_id=self.id, broker_kind=self.broker.kind)
+            recovered = await self.store.recover(durable_broker=self.broker.durable)
+        except BaseException:
+            # A store that cannot be opened (locked, damaged) must not leave a
+            # connection behind: the error is all the caller gets.
+            with contextlib.suppress(Exception):
+                await self.store.close()
+            await self.broker.close()
+            raise
+        for task in recovered:
             if not task.state.is_ready:
                 self._track(task)
         self._consumer = asyncio.create_task(self._consume(), name="icij_nb-events")
@@ -380,6 +390,7 @@ class TaskManager:
                 self._untrack(task_id)
             self._mark_queued([t for t in tasks if t.id not in lost])
             self._record_new([p for p in prepared if p[0].id not in lost])
+            await self._store_now_if_durable()
             raise
         except BaseException:
             for task in tasks:
@@ -387,6 +398,13 @@ class TaskManager:
             raise
         self._mark_queued(tasks)
         self._record_new(prepared)
+        await self._store_now_if_durable()
+
+    async def _store_now_if_durable(self) -> None:
+        # A queued task outlives this kernel in RabbitMQ: so must its record, at
+        # once, or a new manager would refuse the events of a task it never saw.
+        if self.broker.durable:
+            await self.store.flush()
 
     def _mark_queued(self, tasks: Sequence[Task]) -> None:
         for task in tasks:
@@ -471,6 +489,20 @@ class TaskManager:
         self._track(task)
         return task
 
+    async def _stored_record(self, task_id: str) -> Task | None:
+        """The stored record of a task of an earlier session, or None.
+
+        A manager killed after storing an event but before acknowledging it leaves
+        the event to the next manager, and workers may report late on a task an
+        earlier session finished: such events apply to the stored record.
+        """
+        if self.broker.observe_only or self._closed:
+            return None
+        stored = await self.store.load(task_id)
+        if stored is not None and not stored.state.is_ready:
+            self._track(stored)
+        return stored
+
     async def _apply_batch(self, batch: list[ManagerEvent]) -> list[ManagerEvent]:
         """Apply events in order; return those for tasks this manager does not know."""
         changed: dict[str, Task] = {}
@@ -480,6 +512,8 @@ class TaskManager:
             if count % _EVENTS_PER_TURN == 0:
                 await asyncio.sleep(0)  # a big batch must not hold the loop
             task = self._tasks.get(event.task_id) or self._placeholder(event.task_id)
+            if task is None:
+                task = await self._stored_record(event.task_id)
             if task is None:
                 logger.warning(
                     "manager %s: %s for unknown task %r set aside (dead-lettered)",

@@ -8,7 +8,11 @@ messages and back. The state rules are icij-worker's (see docs/architecture.md):
 - a ready state (DONE, ERROR, CANCELLED) is only replaced by another ready state, and
   DONE is final; a manager never changes the state of a ready task on an event: it
   only keeps the late result or error record (:meth:`Task.apply`);
-- QUEUED replaces RUNNING only when the update is newer (a retry or a requeue).
+- QUEUED replaces RUNNING only when the update is newer (a retry or a requeue);
+- a RUNNING task that starts over (progress 0.0) on another worker was redelivered
+  because its worker died: it counts one more attempt and keeps a ``WorkerLost``
+  error record, and its attempts left do not change (RabbitMQ's delivery limit
+  bounds crashes).
 
 Attempts: ``max_attempts`` is the number of times a task may run (1 + its retries).
 On the wire it is icij-worker's ``maxRetries``, and ``attempts_left`` is
@@ -355,6 +359,8 @@ class Task:
             self.state = TaskState.RUNNING
             self.attempts += 1
             self.started_at = event.created_at
+        elif self._restarted_by(event):
+            self._record_lost_attempt(event)
         self.progress = event.progress
         self._seen_worker(event.worker_id)
         return Effect.CHANGED
@@ -378,6 +384,30 @@ class Task:
         self.state = TaskState.CANCELLED
         self.completed_at = event.created_at
         return Effect.CHANGED
+
+    def _restarted_by(self, event: ProgressEvent) -> bool:
+        # A RUNNING task starting over (0.0) on another worker: the broker gave it
+        # again because the first worker died holding it (a redelivery).
+        return (
+            event.progress == 0.0
+            and event.worker_id is not None
+            and self.worker_id is not None
+            and event.worker_id != self.worker_id
+        )
+
+    def _record_lost_attempt(self, event: ProgressEvent) -> None:
+        lost = ErrorRecord(
+            name="WorkerLost",
+            message=(
+                f"worker {self.worker_id} stopped while running attempt "
+                f"{self.attempts} (killed or crashed, or its connection was lost); "
+                f"the broker gave the task to worker {event.worker_id}"
+            ),
+            created_at=event.created_at,
+        )
+        self.errors.append(lost)
+        self.attempts += 1
+        self.started_at = event.created_at
 
     def _seen_worker(self, worker_id: str | None) -> None:
         if worker_id is not None:

@@ -14,6 +14,12 @@ travels over the broker (messages stay JSON). No process outlives its kernel:
 - when the kernel is killed, each child sees its parent's pipe close and exits, and on
   Linux the kernel also asks the OS to kill it (``PR_SET_PDEATHSIG``).
 
+A process that dies (killed, crashed, or ``os._exit`` in a task) is replaced by a
+watcher thread of the pool, after a pause that grows while replacements keep dying
+young (0.1 s, doubling, at most 5 s); the broker redelivers the task it held. A
+process that stops cleanly (exit status 0: a shutdown broadcast, a SIGTERM) is not
+replaced, and nothing is once the pool is stopping.
+
 A child's stdout, stderr and logs go to ``<log_dir>/<group>-<n>.log``.
 """
 
@@ -29,9 +35,11 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable
+from multiprocessing.connection import wait as wait_for_sentinels
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Final
@@ -46,6 +54,11 @@ logger = logging.getLogger(__name__)
 #: how long running tasks may take to finish after SIGTERM before they are requeued
 DEFAULT_GRACE_S: Final = 10.0
 _PR_SET_PDEATHSIG: Final = 1
+#: the pause before replacing a dead process, doubled while replacements die young
+_RESPAWN_MIN_S: Final = 0.1
+_RESPAWN_MAX_S: Final = 5.0
+#: a process that lived this long died "old": the pause starts over
+_STABLE_S: Final = 30.0
 
 BrokerFactory = Callable[[App], Broker]
 
@@ -124,16 +137,26 @@ class ProcessPool:
         self._grace_s = grace_s
         self._on_stop = on_stop
         self._owner_pid = os.getpid()
-        self._procs: list[BaseProcess] = []
-        self._pipes: list[int] = []
+        # Per slot (0 .. processes - 1): its process, the write end of the pipe it
+        # watches, when it started, and how many of its processes died young.
+        self._procs: dict[int, BaseProcess] = {}
+        self._pipes: dict[int, int] = {}
+        self._born: dict[int, float] = {}
+        self._young_deaths: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._ended = threading.Event()
+        self._watcher: threading.Thread | None = None
         self._stopped = False
+        #: how many dead processes the pool replaced
+        self.restarts = 0
 
     def __repr__(self) -> str:
-        alive = sum(1 for p in self._procs if p.is_alive())
+        alive = sum(1 for p in list(self._procs.values()) if p.is_alive())
         state = "stopped" if self._stopped else f"alive={alive}"
         return (
             f"<ProcessPool {self.group!r} processes={self.size} {state} "
-            f"pids={[p.pid for p in self._procs]}>"
+            f"restarts={self.restarts} pids={self.pids}>"
         )
 
     def _repr_html_(self) -> str:
@@ -143,8 +166,9 @@ class ProcessPool:
 
     @property
     def pids(self) -> list[int]:
-        """The worker processes' ids."""
-        return [p.pid for p in self._procs if p.pid is not None]
+        """The worker processes' ids, one per slot (replacements included)."""
+        procs = [self._procs[i] for i in sorted(self._procs)]
+        return [p.pid for p in procs if p.pid is not None]
 
     @property
     def stopped(self) -> bool:
@@ -166,34 +190,97 @@ class ProcessPool:
         """Fork the worker processes (call from a regular thread, not the loop)."""
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
-        context = multiprocessing.get_context("fork")
         for index in range(self.size):
-            read_end, write_end = os.pipe()
-            proc = context.Process(
-                target=_child_main,
-                args=(self, index, read_end, write_end),
-                name=f"icij_nb-{self.group or 'default'}-{index}",
-                daemon=True,
-            )
-            with warnings.catch_warnings():
-                # Python 3.12+ warns about forking a threaded process. The child
-                # touches none of the parent's threads or locks: it closes what it
-                # inherited, starts its own loop, and talks to RabbitMQ only.
-                warnings.filterwarnings(
-                    "ignore", message=".*fork.*", category=DeprecationWarning
-                )
-                proc.start()
-            os.close(read_end)
-            self._procs.append(proc)
-            # The child watches the read end: when this process dies, the write
-            # end closes with it and the child stops.
-            self._pipes.append(write_end)
+            self._spawn(index)
+        self._watcher = threading.Thread(
+            target=self._watch, name="icij_nb-pool-watch", daemon=True
+        )
+        self._watcher.start()
         _LIVE.add(self)
+
+    def _spawn(self, index: int) -> None:
+        old = self._pipes.pop(index, None)
+        if old is not None:  # closed before the fork: no child may close a reused fd
+            with contextlib.suppress(OSError):
+                os.close(old)
+        read_end, write_end = os.pipe()
+        proc = multiprocessing.get_context("fork").Process(
+            target=_child_main,
+            args=(self, index, read_end, write_end),
+            name=f"icij_nb-{self.group or 'default'}-{index}",
+            daemon=True,
+        )
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a threaded process. The child
+            # touches none of the parent's threads or locks: it closes what it
+            # inherited, starts its own loop, and talks to RabbitMQ only.
+            warnings.filterwarnings(
+                "ignore", message=".*fork.*", category=DeprecationWarning
+            )
+            proc.start()
+        os.close(read_end)
+        self._procs[index] = proc
+        # The child watches the read end: when this process dies, the write end
+        # closes with it and the child stops.
+        self._pipes[index] = write_end
+        self._born[index] = time.monotonic()
+
+    def _watch(self) -> None:
+        """Replace processes that die, until the pool stops or all ended cleanly."""
+        ended_cleanly: set[int] = set()
+        try:
+            while not self._stopped:
+                sentinels = []
+                for index, proc in list(self._procs.items()):
+                    if index in ended_cleanly:
+                        continue
+                    if proc.is_alive():
+                        sentinels.append(proc.sentinel)
+                    elif not self._replace(index):
+                        ended_cleanly.add(index)
+                if len(ended_cleanly) == self.size:
+                    break  # every process chose to stop (a shutdown broadcast)
+                wait_for_sentinels(sentinels, timeout=1.0)
+        except Exception:
+            logger.exception("pool %r: the process watcher failed", self.group)
+        finally:
+            self._ended.set()
+
+    def _replace(self, index: int) -> bool:
+        """Replace the dead process of ``index``; False if it stopped cleanly."""
+        proc = self._procs[index]
+        proc.join(0)
+        code = proc.exitcode
+        if code == 0 or self._stopped:
+            return False
+        lived = time.monotonic() - self._born[index]
+        young = self._young_deaths.get(index, 0) + 1 if lived < _STABLE_S else 1
+        self._young_deaths[index] = young
+        pause = min(_RESPAWN_MIN_S * 2 ** (young - 1), _RESPAWN_MAX_S)
+        how = (
+            f"signal {signal.Signals(-code).name}"
+            if code is not None and code < 0
+            else f"status {code}"
+        )
+        logger.warning(
+            "worker process %s of group %r ended with %s; restarting it in %.1fs",
+            proc.pid,
+            self.group,
+            how,
+            pause,
+        )
+        if self._wake.wait(pause):  # the pool is stopping
+            return True
+        with self._lock:
+            if not self.stopped:  # stop() may have come during the pause
+                self._spawn(index)
+                self.restarts += 1
+        return True
 
     def wait(self) -> None:
         """Block until every process has ended (a shutdown broadcast, a signal)."""
-        for proc in self._procs:
-            proc.join()
+        while not self._ended.wait(0.5):  # a timeout: signal handlers run meanwhile
+            pass
 
     def stop(self, *, timeout_s: float | None = None) -> None:
         """SIGTERM every process, wait for the grace period, then SIGKILL.
@@ -201,16 +288,19 @@ class ProcessPool:
         Running tasks finish within the grace period or are requeued. Safe to call
         twice.
         """
-        if self._stopped:
-            return
-        self._stopped = True
+        with self._lock:  # no replacement starts after this
+            if self._stopped:
+                return
+            self._stopped = True
+            self._wake.set()
+            procs = list(self._procs.values())
         _LIVE.discard(self)
         wait_s = timeout_s if timeout_s is not None else self._grace_s + 5.0
-        for proc in self._procs:
+        for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
-        for proc in self._procs:
+        for proc in procs:
             proc.join(wait_s)
             if proc.is_alive():
                 logger.warning(
@@ -218,17 +308,21 @@ class ProcessPool:
                 )
                 proc.kill()
                 proc.join(5.0)
-        for fd in self._pipes:
+        for fd in self._pipes.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._pipes.clear()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(5.0)
+        self._ended.set()
         if self._on_stop is not None:
             self._on_stop(self)
 
 
 def _child_main(pool: ProcessPool, index: int, read_end: int, write_end: int) -> None:
     os.close(write_end)
-    for fd in pool._pipes:  # siblings' pipes, inherited: not ours to hold
+    for fd in pool._pipes.values():  # siblings' pipes, inherited: not ours to hold
         with contextlib.suppress(OSError):
             os.close(fd)
     _die_with_parent(read_end)

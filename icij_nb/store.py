@@ -264,7 +264,15 @@ class TaskStore:
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, fn, *args)
+        try:
+            return await loop.run_in_executor(self._thread, fn, *args)
+        except sqlite3.DatabaseError as exc:  # reads; writes say so themselves
+            msg = (
+                f"cannot read the task store {self.path!r}: {exc}. If the file is "
+                "damaged, move it aside (nothing was overwritten) and pass "
+                "store=<new path>."
+            )
+            raise StoreError(msg) from exc
 
     # -- writes -----------------------------------------------------------------
 

@@ -62,6 +62,10 @@ class DaemonExecutor(Executor):
                 future.set_exception(exc)
             else:
                 future.set_result(result)
+                del result
+            # An idle thread must not keep its last call alive until the next one:
+            # a store read of 100,000 tasks holds about 90 MB.
+            del job, future, fn, args, kwargs
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking calls; the threads end after the calls queued before."""

@@ -232,7 +232,7 @@ class Worker:
                 if self._draining:
                     await delivery.nack(requeue=True)
                     return
-                await self.handle(delivery)
+                await self._handle_or_give_back(delivery)
                 if self.draining:
                     return
                 if loop.time() - turn_started > _TURN_S:
@@ -240,6 +240,19 @@ class Worker:
                     # whole queue: the manager, the board and cancels get a turn.
                     await asyncio.sleep(0)
                     turn_started = loop.time()
+
+    async def _handle_or_give_back(self, delivery: Delivery) -> None:
+        # One delivery that cannot be reported (the broker stayed away) must not
+        # stop the worker: the task goes back to its queue and the worker goes on.
+        try:
+            await self.handle(delivery)
+        except Exception:
+            logger.exception(
+                "worker %s could not finish with task %s; it goes back to its queue",
+                self.worker_id,
+                delivery.task.id,
+            )
+            await delivery.nack(requeue=True)
 
     async def handle(self, delivery: Delivery) -> None:
         """Run one delivery to its end and settle it."""

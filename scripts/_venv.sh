@@ -133,3 +133,28 @@ icij_rabbitmq() {
     fi
     echo "RabbitMQ is up: amqp://127.0.0.1:5672, management $mgmt"
 }
+
+# icij_chromium: make sure Debian's chromium is at /usr/bin/chromium for the browser
+# tests (Playwright drives it; its own browser download does not work offline). As
+# root it is installed with apt-get; otherwise a message says what to run. Without
+# it, tests/browser is skipped, or fails under ICIJ_NB_REQUIRE_BROWSER=1.
+icij_chromium() {
+    icij_step "Checking chromium for the browser tests"
+    if [[ -x /usr/bin/chromium ]]; then
+        echo "chromium is at /usr/bin/chromium"
+        return 0
+    fi
+    if [[ $(id -u) -ne 0 ]]; then
+        icij_warn "/usr/bin/chromium is missing and this is not root: run 'sudo apt-get install -y chromium'; browser tests will be skipped"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null; then
+        icij_warn "/usr/bin/chromium is missing and apt-get is not available; browser tests will be skipped"
+        return 0
+    fi
+    echo "Installing Debian's chromium with apt-get"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; then
+        icij_warn "apt-get install chromium failed; browser tests will be skipped"
+    fi
+}

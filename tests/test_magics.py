@@ -319,6 +319,20 @@ def test_processes_with_the_memory_broker_is_an_icij_error(
 
 
 @pytest.mark.rabbitmq
+def test_a_task_of_a_cell_after_connect_is_queued_on_rabbitmq(
+    vhost: Any, run: Run
+) -> None:
+    run(f"%icij connect --broker {vhost.amqp_url} --store :memory:")
+    run("%%icij task late\ndef later():\n    return 1\n")
+
+    output = run("h = %icij submit later")
+
+    assert "error" not in output
+    assert run.ns["h"].state is nb.TaskState.QUEUED
+    assert "TASK.late" in vhost.queue_names()
+
+
+@pytest.mark.rabbitmq
 @pytest.mark.timeout(180)
 def test_a_process_pool_runs_a_task_of_a_cell(
     vhost: Any, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -96,6 +96,14 @@ logger = logging.getLogger(__name__)
 
 #: tasks published concurrently, awaiting their confirms together
 PUBLISH_CHUNK: Final = 500
+#: how long a worker's event waits for RabbitMQ to come back after a lost connection
+EVENT_REPUBLISH_WAIT_S: Final = 300.0
+#: what a publish raises when the connection drops under it (the robust connection
+#: reconnects by itself meanwhile)
+_CONNECTION_LOST: Final = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
 
 
 class _AmqpDelivery:
@@ -571,9 +579,38 @@ class AmqpBroker(Broker):
             app_id=self.app.name,
             headers=headers,
         )
-        await self._exchange(EXCHANGE_MANAGER_EVENTS).publish(
-            message, ROUTING_MANAGER_EVENTS, mandatory=False
+        # Events are idempotent for the manager: one that may have been sent
+        # already is sent again rather than lost with a dropped connection.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EVENT_REPUBLISH_WAIT_S
+        while True:
+            try:
+                await self._exchange(EXCHANGE_MANAGER_EVENTS).publish(
+                    message, ROUTING_MANAGER_EVENTS, mandatory=False
+                )
+                return
+            except _CONNECTION_LOST as exc:
+                await self._wait_reconnected(exc, deadline - loop.time())
+
+    async def _wait_reconnected(self, lost: BaseException, wait_s: float) -> None:
+        connection = self._connection
+        if connection is None or wait_s <= 0:
+            msg = (
+                f"lost the connection to {mask_url(self.url)} (vhost {self.vhost!r}) "
+                f"and it did not come back: {lost}"
+            )
+            raise BrokerUnavailable(msg) from lost
+        logger.warning(
+            "connection to RabbitMQ lost (%s: %s); publishing again once it is back",
+            type(lost).__name__,
+            lost,
         )
+        try:
+            async with asyncio.timeout(wait_s):
+                await connection.ready()
+        except TimeoutError:
+            return  # the next publish fails, and the deadline has passed
+        await asyncio.sleep(0.1)  # channels are restored right after the connection
 
     @asynccontextmanager
     async def broadcasts(
