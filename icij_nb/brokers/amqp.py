@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq.exceptions
@@ -255,12 +256,20 @@ class AmqpBroker(Broker):
                 "may this user use it?"
             )
             raise BrokerUnavailable(msg) from exc
-        except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
+        except aiormq.exceptions.InvalidFrameError as exc:
+            if "Connection.Close" not in str(exc):
+                raise _unreachable(where, exc) from exc
+            # RabbitMQ closes the connection instead of opening the vhost; its
+            # reason (NOT_ALLOWED) is lost in aiormq's error.
+            user = unquote(urlsplit(self.url).username or "guest")
             msg = (
-                f"cannot connect to {where}: {exc.__class__.__name__}: {exc}. Is "
-                "RabbitMQ running ('rabbitmq-server -detached') and is the URL right?"
+                f"{where} refused to open vhost {self.vhost!r} for user {user!r}: the "
+                "vhost does not exist, or the user has no permissions on it. Check "
+                f"with 'rabbitmqctl list_permissions -p {self.vhost}'."
             )
             raise BrokerUnavailable(msg) from exc
+        except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
+            raise _unreachable(where, exc) from exc
 
     async def _channel(self, *, confirms: bool, prefetch: int | None = None) -> Any:
         if self._connection is None:
@@ -291,9 +300,12 @@ class AmqpBroker(Broker):
             (EXCHANGE_MONITORING, direct),
             (EXCHANGE_HEARTBEATS, fanout),
         ):
-            self._exchanges[name] = await channel.declare_exchange(
-                name, kind, durable=True
-            )
+            try:
+                self._exchanges[name] = await channel.declare_exchange(
+                    name, kind, durable=True
+                )
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                raise self._refused(exc, "configure") from exc
         if self.observe_only:
             return
         await self._declare_bound(
@@ -328,8 +340,26 @@ class AmqpBroker(Broker):
             queue = await channel.declare_queue(name, durable=True, arguments=arguments)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise _conflict(name, arguments, exc) from exc
-        await queue.bind(self._exchanges[exchange], routing_key)
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._refused(exc, "configure") from exc
+        try:
+            await queue.bind(self._exchanges[exchange], routing_key)
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            # Binding writes to the queue and reads from the exchange; RabbitMQ
+            # names the resource it refused.
+            refused = "write" if "access to queue" in str(exc) else "read"
+            raise self._refused(exc, refused) from exc
         return queue
+
+    def _refused(self, exc: BaseException, permission: str) -> BrokerError:
+        user = urlsplit(self.url).username or "guest"
+        msg = (
+            f"RabbitMQ at {mask_url(self.url)} refused user {unquote(user)!r} on "
+            f"vhost {self.vhost!r}: {exc}. The user lacks the {permission!r} "
+            "permission there: grant it (rabbitmqctl set_permissions -p "
+            f"{self.vhost} {unquote(user)} '.*' '.*' '.*') or use another user."
+        )
+        return BrokerError(msg)
 
     async def declare_task_queue(self, group: str | None) -> None:
         """Declare ``TASK``/``TASK.<group>``, bind it, and set its policy."""
@@ -731,6 +761,14 @@ def _dead_letter_event(message: AbstractIncomingMessage) -> ManagerEvent | None:
     return ErrorEvent(
         task.id, ErrorRecord(name="DeadLettered", message=text), attempts_left=0
     )
+
+
+def _unreachable(where: str, exc: BaseException) -> BrokerUnavailable:
+    msg = (
+        f"cannot connect to {where}: {exc.__class__.__name__}: {exc}. Is "
+        "RabbitMQ running ('rabbitmq-server -detached') and is the URL right?"
+    )
+    return BrokerUnavailable(msg)
 
 
 def _conflict(

@@ -9,7 +9,7 @@
 - ``raw``: a ``faultkit.RawAmqp`` on that vhost (publish raw bodies, exact counts).
 - ``figures`` (session): ``figures.record(scenario, **values)``; written to
   ``build/fault-figures.json`` at the end of the session, merged with the
-  scenarios of earlier runs. ``tests/faults/report.py`` turns it into the table
+  scenarios of earlier runs. ``tests/faults/fault_report.py`` turns it into the table
   of docs/reliability.md.
 - ``scratch``: the test's ``tmp_path`` as working directory (process pools log to
   ``./.icij_nb/logs``).

@@ -428,6 +428,21 @@ class RawAmqp:
 WORK_QUEUES = ("TASK", "TASK.cpu", "MANAGER_EVENT")
 
 
+def drain(raw: RawAmqp, queue: str = "TASK.cpu") -> None:
+    """Wait until the pools took every message of ``queue``, copies included.
+
+    A redelivered copy of a task that another worker finished may still wait
+    there when the task is DONE: it runs again (a re-run), and its result is
+    ignored. Stop the pools after this, letting running tasks finish.
+    """
+    wait_until(
+        lambda: raw.ready(queue) == 0,
+        timeout_s=WAIT_S,
+        interval_s=0.05,
+        what=f"the pools to take every message of {queue}",
+    )
+
+
 @dataclass
 class Audit:
     """The end state of a run, read from the store and the broker."""

@@ -31,6 +31,7 @@ from faultkit import (
     alive,
     audit,
     children_of,
+    drain,
     kill_all,
     starts,
     wait_gone,
@@ -151,6 +152,7 @@ def test_a_new_manager_adopts_the_run_of_a_killed_kernel(
     assert list(frame["id"]) == submitted
     assert set(frame["state"].astype(str)) == {"DONE"}
     assert frame["progress"].eq(1.0).all()
+    drain(raw)
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(timeout=WAIT_S) == 0
     expected = {task_id: x * x for x, task_id in enumerate(submitted)}
@@ -209,8 +211,9 @@ def test_a_killed_kernel_leaves_no_worker_process_and_loses_no_task(
     tm = managers(app, store=store)
     tm.start_pool("cpu", workers=2)
     assert tm.gather(submitted, timeout_s=WAIT_S) == [x * x for x in range(tasks)]
+    drain(raw)
     for pool in tm.pools:
-        pool.stop()
+        pool.stop(finish_running=True)
     expected = {task_id: x * x for x, task_id in enumerate(submitted)}
     result = audit(tm.frame(), expected, raw)
     assert (result.done, result.lost, result.duplicates, result.wrong_results) == (
@@ -257,6 +260,7 @@ def test_tasks_submitted_just_before_the_kernel_dies_are_in_the_store(
     )
     tm = managers(app, store=store)
     assert tm.gather(submitted, timeout_s=WAIT_S) == [x * x for x in range(tasks)]
+    drain(raw)
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(timeout=WAIT_S) == 0
     expected = {task_id: x * x for x, task_id in enumerate(submitted)}

@@ -112,7 +112,6 @@ def test_a_burst_of_100k_tasks_on_a_slow_consumer_keeps_memory_bounded(
         lost=TASKS - len(results),
         duplicates=int(len(frame) - frame["id"].nunique()),
         wrong_results=sum(1 for i, r in enumerate(results) if r != i),
-        left_in_queues=0,
         queued_at_once=queued_at_once,
         rss_before_mb=round(before / 2**20, 1),
         rss_peak_mb=round(sampler.peak / 2**20, 1),
