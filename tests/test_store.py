@@ -394,9 +394,7 @@ async def test_tasks_of_a_closed_manager_are_lost_with_a_memory_broker(
     assert sorted(t.id for t in changed) == ["ocr-1", "ocr-2"]
 
 
-async def test_a_quiet_manager_alive_on_this_host_keeps_its_tasks(
-    open_store, tmp_path
-):
+async def test_a_quiet_manager_alive_on_this_host_keeps_its_tasks(open_store, tmp_path):
     # On this machine the process table decides: a manager that wrote nothing for
     # minutes (one long task, say) is alive while its process is.
     path = tmp_path / "tasks.sqlite3"
