@@ -120,7 +120,16 @@ class InKernelPool:
         return self._stopped
 
     async def _start(self) -> None:
-        self._listener = asyncio.create_task(self._listen(), name="icij_nb-broadcasts")
+        listening = asyncio.Event()
+        self._listener = asyncio.create_task(
+            self._listen(listening), name="icij_nb-broadcasts"
+        )
+        # Wired before start_pool returns: a cancel sent right after is heard.
+        ready = asyncio.ensure_future(listening.wait())
+        await asyncio.wait([self._listener, ready], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._listener.done():
+            self._listener.result()  # the broker refused: raise its error here
         self._beat = asyncio.create_task(self._heartbeat(), name="icij_nb-heartbeat")
         for worker in self.workers:
             task = asyncio.create_task(worker.run(), name=worker.worker_id)
@@ -155,9 +164,10 @@ class InKernelPool:
                 logger.warning("pool %r: heartbeat not sent: %s", self.group, exc)
             await asyncio.sleep(self._heartbeat_s)
 
-    async def _listen(self) -> None:
+    async def _listen(self, listening: asyncio.Event) -> None:
         worker_id = self.workers[0].worker_id
         async with self._broker.broadcasts(worker_id=worker_id) as events:
+            listening.set()
             async for event in events:
                 self._cancels.hear(event)
                 if self._cancels.shutdown.is_set():
