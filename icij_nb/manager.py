@@ -28,15 +28,13 @@ import os
 import threading
 import uuid
 import weakref
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
 from icij_nb.app import App, TaskSpec
-from icij_nb.brokers.base import Broker, EventBatch
+from icij_nb.brokers.base import Broker
 from icij_nb.errors import (
     BrokerError,
     InvalidArguments,
@@ -47,22 +45,22 @@ from icij_nb.errors import (
     UnknownTask,
     WaitTimeout,
 )
+from icij_nb.events import EventApplier
 from icij_nb.handles import TaskBatch, TaskHandle
 from icij_nb.jsonvalues import check_args
 from icij_nb.model import (
     CancelEvent,
-    Effect,
-    ManagerEvent,
     ShutdownEvent,
     Task,
     TaskState,
-    WorkerStatus,
     utcnow,
 )
-from icij_nb.pools import HEARTBEAT_S, InKernelPool
+from icij_nb.pools import InKernelPool
 from icij_nb.process_pool import ProcessPool
+from icij_nb.records import Listener, TaskRecords
 from icij_nb.runtime import Runtime, get_runtime
 from icij_nb.store import TaskStore
+from icij_nb.worker_registry import WorkerRegistry
 
 if TYPE_CHECKING:
     from icij_nb.board import TaskBoard
@@ -70,7 +68,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Listener = Callable[[list[Task]], None]
 TaskRef = str | TaskHandle
 
 
@@ -98,17 +95,18 @@ class TaskManager:
         self.store = store
         self.id = f"{app.name}-manager-{uuid.uuid4().hex[:12]}"
         self._runtime = runtime or get_runtime()
-        self._tasks: dict[str, Task] = {}
-        self._counts: Counter[TaskState] = Counter()
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._listeners: list[Listener] = []
+        self._records = TaskRecords()
+        # The live records by id: handles and the board read them without I/O.
+        self._tasks = self._records.tasks
         self._pools: list[InKernelPool | ProcessPool] = []
         self._checked_calls: set[tuple[str, frozenset[str]]] = set()
+        self._events = EventApplier(
+            self._records, store, broker, owner=self.id, closed=lambda: self._closed
+        )
+        self._registry = WorkerRegistry(broker)
+        self._workers = self._registry.heard
         self._consumer: asyncio.Task[None] | None = None
-        self._to_settle: list[tuple[EventBatch, list[ManagerEvent]]] = []
-        self._commit_due = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
-        self._workers: dict[str, tuple[WorkerStatus, datetime]] = {}
         self._closed = False
         #: called (no arguments) when a blocking wait ends: boards show final states
         self._after_wait: list[Callable[[], None]] = []
@@ -139,10 +137,12 @@ class TaskManager:
             raise
         for task in recovered:
             if not task.state.is_ready:
-                self._track(task)
-        self._consumer = asyncio.create_task(self._consume(), name="icij_nb-events")
+                self._records.track(task)
+        self._consumer = asyncio.create_task(
+            self._events.consume(), name="icij_nb-events"
+        )
         self._watcher = asyncio.create_task(
-            self._watch_workers(), name="icij_nb-workers"
+            self._registry.watch(), name="icij_nb-workers"
         )
         self._started = True
         _OPEN.add(self)
@@ -176,11 +176,7 @@ class TaskManager:
                 await asyncio.gather(background, return_exceptions=True)
         await self.store.close()
         await self.broker.close()
-        for futures in self._waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.cancel()
-        self._waiters.clear()
+        self._records.cancel_waiters()
 
     @property
     def closed(self) -> bool:
@@ -221,7 +217,9 @@ class TaskManager:
 
     def __repr__(self) -> str:
         counts = " ".join(
-            f"{s.value.lower()}={n}" for s, n in sorted(self._counts.items()) if n
+            f"{s.value.lower()}={n}"
+            for s, n in sorted(self._records.counts.items())
+            if n
         )
         state = " closed" if self._closed else ""
         return (
@@ -232,7 +230,8 @@ class TaskManager:
 
     def _repr_html_(self) -> str:
         cells = "".join(
-            f"<td>{s.value}: <b>{self._counts.get(s, 0)}</b></td>" for s in TaskState
+            f"<td>{s.value}: <b>{self._records.counts.get(s, 0)}</b></td>"
+            for s in TaskState
         )
         pools = ", ".join(repr(p) for p in self._pools) or "none"
         return (
@@ -380,21 +379,21 @@ class TaskManager:
             tasks.append(task)
         # Tracked before publishing: a worker may answer before publish returns.
         for task in tasks:
-            self._track(task)
+            self._records.track(task)
         try:
             await self.broker.publish_tasks(tasks)
         except BrokerError as exc:
             # Keep the record of what was queued; the error names what was not.
             lost = set(exc.not_queued)
             for task_id in lost:
-                self._untrack(task_id)
+                self._records.untrack(task_id)
             self._mark_queued([t for t in tasks if t.id not in lost])
             self._record_new([p for p in prepared if p[0].id not in lost])
             await self._store_now_if_durable()
             raise
         except BaseException:
             for task in tasks:
-                self._untrack(task.id)
+                self._records.untrack(task.id)
             raise
         self._mark_queued(tasks)
         self._record_new(prepared)
@@ -409,223 +408,14 @@ class TaskManager:
     def _mark_queued(self, tasks: Sequence[Task]) -> None:
         for task in tasks:
             if task.state is TaskState.CREATED:  # else a worker answered already
-                task.state = TaskState.QUEUED
-                self._counts[TaskState.CREATED] -= 1
-                self._counts[TaskState.QUEUED] += 1
+                self._records.set_state(task, TaskState.QUEUED)
 
     def _record_new(self, prepared: Sequence[tuple[Task, str]]) -> None:
         for task, args_json in prepared:
             self.store.put(task, args_json=args_json)
-        self._notify([t for t, _ in prepared])
+        self._records.notify([t for t, _ in prepared])
 
-    def _untrack(self, task_id: str) -> None:
-        task = self._tasks.pop(task_id, None)
-        if task is not None:
-            self._counts[task.state] -= 1
-
-    def _track(self, task: Task) -> None:
-        old = self._tasks.get(task.id)
-        if old is not None:
-            self._counts[old.state] -= 1
-        self._tasks[task.id] = task
-        self._counts[task.state] += 1
-
-    # -- events -----------------------------------------------------------------
-
-    async def _consume(self) -> None:
-        committer = asyncio.create_task(self._commit(), name="icij_nb-commit")
-        try:
-            async for batch in self.broker.manager_events():
-                try:
-                    self._adopt_seen(batch.seen)
-                    rejected = await self._apply_batch(batch.events)
-                except Exception:
-                    logger.exception(
-                        "manager %s: applying a batch of events failed", self.id
-                    )
-                    rejected = []
-                self._to_settle.append((batch, rejected))
-                self._commit_due.set()
-        finally:
-            committer.cancel()
-            await asyncio.gather(committer, return_exceptions=True)
-            await self._settle_applied()
-
-    async def _commit(self) -> None:
-        # Events are acknowledged only once the store holds their effect, so a
-        # crash loses none; batches that arrive close together share one write.
-        while True:
-            await self._commit_due.wait()
-            await asyncio.sleep(_COMMIT_DELAY_S)
-            self._commit_due.clear()
-            await self._settle_applied()
-
-    async def _settle_applied(self) -> None:
-        pending, self._to_settle = self._to_settle, []
-        if not pending:
-            return
-        try:
-            if self.broker.durable:
-                await self.store.flush()
-            for batch, rejected in pending:
-                await batch.settle(rejected)
-        except Exception:
-            logger.exception("manager %s: settling events failed", self.id)
-
-    def _adopt_seen(self, seen: list[Task]) -> None:
-        # Observe-only: tasks another manager queued, seen on their way.
-        fresh = [t for t in seen if t.id not in self._tasks]
-        for task in fresh:
-            task.state = TaskState.QUEUED
-            self._track(task)
-            self.store.put(task)
-        self._notify(fresh)
-
-    def _placeholder(self, task_id: str) -> Task | None:
-        """A record for an event of a task queued before we watched, or None."""
-        if not self.broker.observe_only:
-            return None
-        task = Task(id=task_id, name="?", group=None, args={}, state=TaskState.QUEUED)
-        self._track(task)
-        return task
-
-    async def _stored_record(self, task_id: str) -> Task | None:
-        """The stored record of a task of an earlier session, or None.
-
-        A manager killed after storing an event but before acknowledging it leaves
-        the event to the next manager, and workers may report late on a task an
-        earlier session finished: such events apply to the stored record.
-        """
-        if self.broker.observe_only or self._closed:
-            return None
-        stored = await self.store.load(task_id)
-        if stored is not None and not stored.state.is_ready:
-            self._track(stored)
-        return stored
-
-    async def _apply_batch(self, batch: list[ManagerEvent]) -> list[ManagerEvent]:
-        """Apply events in order; return those for tasks this manager does not know."""
-        changed: dict[str, Task] = {}
-        republish: list[Task] = []
-        rejected: list[ManagerEvent] = []
-        for count, event in enumerate(batch, 1):
-            if count % _EVENTS_PER_TURN == 0:
-                await asyncio.sleep(0)  # a big batch must not hold the loop
-            task = self._tasks.get(event.task_id) or self._placeholder(event.task_id)
-            if task is None:
-                task = await self._stored_record(event.task_id)
-            if task is None:
-                logger.warning(
-                    "manager %s: %s for unknown task %r set aside (dead-lettered)",
-                    self.id,
-                    type(event).__name__,
-                    event.task_id,
-                )
-                rejected.append(event)
-                continue
-            before, known_errors = task.state, len(task.errors)
-            effect = task.apply(event, late_ack=self.broker.late_ack)
-            if effect is Effect.NONE:
-                continue
-            if before is not task.state:
-                self._counts[before] -= 1
-                self._counts[task.state] += 1
-            # Error events, and the WorkerLost record of a redelivery, add records.
-            for seq in range(known_errors, len(task.errors)):
-                self.store.put_error(task.id, seq, task.errors[seq])
-            self.store.put(task)
-            changed[task.id] = task
-            if effect is Effect.REPUBLISH:
-                republish.append(task)
-            elif task.state.is_ready:
-                self._resolve(task.id)
-        # Listeners hear of every change before a waiting cell can resume (a
-        # republish may suspend), so boards refreshed after a wait are final.
-        if changed:
-            self._notify(list(changed.values()))
-        if republish:
-            await self._republish(republish)
-        return rejected
-
-    async def _republish(self, tasks: list[Task]) -> None:
-        try:
-            await self.broker.publish_tasks(tasks)
-        except Exception as exc:
-            logger.exception(
-                "manager %s: republishing %d task(s) failed", self.id, len(tasks)
-            )
-            for task in tasks:
-                self._fail_locally(task, exc)
-            self._notify(tasks)
-
-    def _fail_locally(self, task: Task, exc: BaseException) -> None:
-        from icij_nb.model import ErrorRecord  # local: only on this rare path
-
-        record = ErrorRecord.from_exception(exc)
-        before = task.state
-        task.errors.append(record)
-        task.state, task.completed_at, task.attempts_left = (
-            TaskState.ERROR,
-            utcnow(),
-            0,
-        )
-        self._counts[before] -= 1
-        self._counts[task.state] += 1
-        self.store.put_error(task.id, len(task.errors) - 1, record)
-        self.store.put(task)
-        self._resolve(task.id)
-
-    def _resolve(self, task_id: str) -> None:
-        for future in self._waiters.pop(task_id, ()):
-            if not future.done():
-                future.set_result(None)
-
-    # -- workers --------------------------------------------------------------------
-
-    async def _watch_workers(self) -> None:
-        async for statuses in self.broker.heartbeats():
-            now = utcnow()
-            for status in statuses:
-                if status.stopping:
-                    self._workers.pop(status.worker_id, None)
-                else:
-                    self._workers[status.worker_id] = (status, now)
-
-    def workers(self) -> pd.DataFrame:
-        """The workers heard from lately, one row each (no I/O).
-
-        Columns: worker, group, app, host, pid, task (what it runs now, or None),
-        last_seen (UTC), alive (heard from within three heartbeats). Pools send a
-        heartbeat every 5 s, on an exchange icij-worker peers ignore; icij-worker's
-        own workers send none and do not appear here.
-        """
-        now = utcnow()
-        rows = [
-            {
-                "worker": s.worker_id,
-                "group": s.group,
-                "app": s.app,
-                "host": s.host,
-                "pid": s.pid,
-                "task": s.task_id,
-                "last_seen": seen,
-                "alive": (now - seen).total_seconds() < 3 * HEARTBEAT_S,
-            }
-            for s, seen in list(self._workers.values())
-        ]
-        columns = [
-            "worker",
-            "group",
-            "app",
-            "host",
-            "pid",
-            "task",
-            "last_seen",
-            "alive",
-        ]
-        return pd.DataFrame(rows, columns=columns)
-
-    # -- subscriptions ------------------------------------------------------------
+    # -- subscriptions and workers -------------------------------------------------
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(tasks)`` with the tasks that changed, after each change.
@@ -637,23 +427,17 @@ class TaskManager:
         Returns:
             A function that unsubscribes it.
         """
-        self._listeners.append(listener)
+        return self._records.subscribe(listener)
 
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+    def workers(self) -> pd.DataFrame:
+        """The workers heard from lately, one row each (no I/O).
 
-        return unsubscribe
-
-    def _notify(self, tasks: list[Task]) -> None:
-        if not self._listeners or not tasks:
-            return
-        snapshots = [t.snapshot() for t in tasks]
-        for listener in list(self._listeners):
-            try:
-                listener(snapshots)
-            except Exception:
-                logger.exception("task listener %r failed", listener)
+        Columns: worker, group, app, host, pid, task (what it runs now, or None),
+        last_seen (UTC), alive (heard from within three heartbeats). Pools send a
+        heartbeat every 5 s, on an exchange icij-worker peers ignore; icij-worker's
+        own workers send none and do not appear here.
+        """
+        return self._registry.frame()
 
     # -- reading --------------------------------------------------------------------
 
@@ -725,7 +509,7 @@ class TaskManager:
     @property
     def counts(self) -> dict[TaskState, int]:
         """Tasks of this session in each state, now."""
-        return {s: self._counts.get(s, 0) for s in TaskState}
+        return {s: self._records.counts.get(s, 0) for s in TaskState}
 
     # -- waiting ------------------------------------------------------------------
 
@@ -739,7 +523,6 @@ class TaskManager:
         """
         futures = []
         stored: dict[str, Task] = {}
-        loop = asyncio.get_running_loop()
         for task_id in task_ids:
             task = self._tasks.get(task_id)
             if task is None:
@@ -747,11 +530,9 @@ class TaskManager:
                 if task.state.is_ready:
                     stored[task_id] = task
                 else:
-                    self._track(task)
+                    self._records.track(task)
             if not task.state.is_ready:
-                future: asyncio.Future[None] = loop.create_future()
-                self._waiters.setdefault(task_id, []).append(future)
-                futures.append(future)
+                futures.append(self._records.waiter(task_id))
         if not futures:
             return stored
         try:
@@ -957,13 +738,11 @@ class TaskManager:
             await self.broker.broadcast(CancelEvent(task_id, requeue=requeue))
             return
         # Queued: end it here, and tell workers never to start it.
-        before = task.state
-        task.state, task.completed_at = TaskState.CANCELLED, utcnow()
-        self._counts[before] -= 1
-        self._counts[task.state] += 1
+        task.completed_at = utcnow()
+        self._records.set_state(task, TaskState.CANCELLED)
         self.store.put(task)
-        self._resolve(task_id)
-        self._notify([task])
+        self._records.resolve(task_id)
+        self._records.notify([task])
         await self.broker.broadcast(CancelEvent(task_id, requeue=False))
 
     async def _cancel_many(self, task_ids: Iterable[str], *, requeue: bool) -> None:
@@ -1001,15 +780,13 @@ class TaskManager:
             )
             raise InvalidTransition(msg, task_id=task_id, state=task.state)
         self.app.get(task.name)  # the task must still be registered
-        self._track(task)
-        before = task.state
-        task.state, task.progress = TaskState.QUEUED, 0.0
-        task.completed_at, task.attempts_left = None, task.max_attempts
-        self._counts[before] -= 1
-        self._counts[task.state] += 1
+        self._records.track(task)
+        task.progress, task.completed_at = 0.0, None
+        task.attempts_left = task.max_attempts
+        self._records.set_state(task, TaskState.QUEUED)
         self.store.put(task)
         await self.broker.publish_tasks([task])
-        self._notify([task])
+        self._records.notify([task])
 
     def shutdown_workers(self) -> None:
         """Broadcast a shutdown to every worker of the broker.
@@ -1093,13 +870,6 @@ def _uuid4_hex() -> str:
     raw[6] = raw[6] & 0x0F | 0x40  # version 4
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     return raw.hex()
-
-
-#: how long applied events wait to share a store write before they are acked
-_COMMIT_DELAY_S = 0.005
-
-#: events applied per loop turn; between turns pools, the board and waits run
-_EVENTS_PER_TURN = 2_000
 
 
 def _max_attempts(spec: TaskSpec, max_retries: int | None) -> int:
