@@ -98,6 +98,12 @@ class TaskSpec:
     is_async: bool
     takes_progress: bool
     signature: inspect.Signature = field(repr=False)
+    _timeout_s: float | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Read for every task a worker runs: worked out once.
+        limits = [t for t in (self.timeout_s, self.group and self.group.timeout_s) if t]
+        object.__setattr__(self, "_timeout_s", min(limits) if limits else None)
 
     @property
     def max_attempts(self) -> int:
@@ -112,8 +118,7 @@ class TaskSpec:
     @property
     def effective_timeout_s(self) -> float | None:
         """The tighter of the task's and its group's timeouts."""
-        limits = [t for t in (self.timeout_s, self.group and self.group.timeout_s) if t]
-        return min(limits) if limits else None
+        return self._timeout_s
 
     def check_call(self, args: dict[str, Any]) -> None:
         """Raise InvalidArguments if ``args`` do not fit the function's signature."""

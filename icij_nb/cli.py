@@ -2,7 +2,7 @@
 
 ::
 
-    icij-nb workers start APP [--group G] [-n N] [--broker URL] [--grace-s S]
+    icij-nb workers start APP [--group G] [-n N] [-c C] [--broker URL] [--grace-s S]
     icij-nb tasks list   [--store PATH] [--state S] [--group G] [--name N] [--limit K]
     icij-nb tasks show   TASK_ID [--store PATH]
     icij-nb tasks cancel TASK_ID [--broker URL] [--requeue]

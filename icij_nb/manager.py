@@ -1,12 +1,13 @@
-"""TaskManager: submit, watch, wait for, cancel and retry tasks; and ``connect()``.
+"""TaskManager: submit, watch, wait for, cancel and retry tasks (made by ``connect()``).
 
 The manager is the single writer of task records. On the runtime loop it:
 
 - validates and publishes tasks (``submit``/``map``; validation runs in the caller's
   thread so bad input fails at once, in the cell);
-- consumes worker events in batches, applies them by precedence
-  (:meth:`~icij_nb.model.Task.apply`), republishes retries, writes the store, resolves
-  waiting handles and notifies subscribers (the board);
+- consumes worker events in batches through its :class:`~icij_nb.events.EventApplier`,
+  which applies them by precedence (:meth:`~icij_nb.model.Task.apply`), republishes
+  retries, writes the store, resolves waiting handles and notifies subscribers (the
+  board) through the live :class:`~icij_nb.records.TaskRecords`;
 - broadcasts cancel and shutdown events;
 - owns the in-kernel pools started with :meth:`TaskManager.start_pool`.
 
@@ -521,7 +522,7 @@ class TaskManager:
         Those are tasks of an earlier session that were ready already (a new
         kernel re-attaching to them by id); the others are this manager's own.
         """
-        futures = []
+        waiting: list[str] = []
         stored: dict[str, Task] = {}
         for task_id in task_ids:
             task = self._tasks.get(task_id)
@@ -532,17 +533,17 @@ class TaskManager:
                 else:
                     self._records.track(task)
             if not task.state.is_ready:
-                futures.append(self._records.waiter(task_id))
-        if not futures:
+                waiting.append(task_id)
+        if not waiting:
             return stored
+        ready = self._records.wait_ready(waiting)
         try:
             async with asyncio.timeout(timeout_s):
-                await asyncio.gather(*futures)
+                await ready
         except TimeoutError:
             raise self._timeout_error(task_ids, timeout_s) from None
         finally:
-            for future in futures:
-                future.cancel()
+            ready.cancel()
         return stored
 
     def _timeout_error(

@@ -1,7 +1,8 @@
 """The task model: Task, TaskState, error records and the events that change a task.
 
-Plain data, no transport: ``brokers/amqp.py`` turns these into icij-worker's JSON
-messages and back. The state rules are icij-worker's (see docs/architecture.md):
+Plain data, no transport: ``brokers/wire.py`` turns these into icij-worker's JSON
+messages and back. The state rules are icij-worker's, and the last is icij_nb's own
+(see docs/architecture.md):
 
 - precedence, most advanced first:
   DONE > ERROR > CANCELLED > RUNNING > QUEUED > CREATED;

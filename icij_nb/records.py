@@ -20,13 +20,22 @@ logger = logging.getLogger(__name__)
 Listener = Callable[[list[Task]], None]
 
 
+class _Countdown:
+    """A wait on several tasks: how many are not ready yet, and its future."""
+
+    __slots__ = ("future", "left")
+
+    def __init__(self, left: int, future: asyncio.Future[None]) -> None:
+        self.left, self.future = left, future
+
+
 class TaskRecords:
     """Live records of tasks by id, with state counts, waiters and listeners."""
 
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
         self._counts: Counter[TaskState] = Counter()
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[_Countdown]] = {}
         self._listeners: list[Listener] = []
 
     def __len__(self) -> int:
@@ -68,24 +77,32 @@ class TaskRecords:
 
     # -- waiters ----------------------------------------------------------------
 
-    def waiter(self, task_id: str) -> asyncio.Future[None]:
-        """A future resolved when the task is next ready."""
+    def wait_ready(self, task_ids: list[str]) -> asyncio.Future[None]:
+        """A future resolved once every task of ``task_ids`` is next ready.
+
+        One future for the whole wait, however many tasks: a gather of 100,000
+        tasks costs a counter per task, not a future.
+        """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(task_id, []).append(future)
+        countdown = _Countdown(len(task_ids), future)
+        for task_id in task_ids:
+            self._waiters.setdefault(task_id, []).append(countdown)
+        if not task_ids:
+            future.set_result(None)
         return future
 
     def resolve(self, task_id: str) -> None:
-        """Wake every wait on a task that became ready."""
-        for future in self._waiters.pop(task_id, ()):
-            if not future.done():
-                future.set_result(None)
+        """Count a task that became ready in every wait on it."""
+        for countdown in self._waiters.pop(task_id, ()):
+            countdown.left -= 1
+            if countdown.left == 0 and not countdown.future.done():
+                countdown.future.set_result(None)
 
     def cancel_waiters(self) -> None:
         """Cancel every wait (the manager closes)."""
-        for futures in self._waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.cancel()
+        for countdowns in self._waiters.values():
+            for countdown in countdowns:
+                countdown.future.cancel()
         self._waiters.clear()
 
     # -- listeners --------------------------------------------------------------

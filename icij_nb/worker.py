@@ -294,31 +294,18 @@ class Worker:
         try:
             await self._run_task(delivery, spec, run)
         finally:
-            _PENDING.add(started)
-            started.add_done_callback(_forget_sent)
+            if started.done():
+                _forget_sent(started)
+            else:
+                _PENDING.add(started)
+                started.add_done_callback(_forget_sent)
 
     async def _run_task(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
         task = delivery.task
         # Progress publishes still in flight: the outcome event waits for them, so
         # that no progress report arrives after the task's result.
         in_flight: set[asyncio.Future[None]] = set()
-
-        def send_progress(value: float) -> None:
-            sent = self._send_nowait(
-                ProgressEvent(task.id, value, worker_id=self.worker_id)
-            )
-            in_flight.add(sent)
-            sent.add_done_callback(in_flight.discard)
-
-        progress = (
-            _Progress(
-                send_progress,
-                self._progress_interval_s,
-                asyncio.get_running_loop(),
-            )
-            if spec.takes_progress
-            else None
-        )
+        progress = self._progress(task, in_flight) if spec.takes_progress else None
         try:
             value = await self._call(spec, task, progress)
         except asyncio.CancelledError:
@@ -345,6 +332,18 @@ class Worker:
         _close(progress)
         await _sent(in_flight)
         await self._succeed(delivery, spec, value)
+
+    def _progress(self, task: Task, in_flight: set[asyncio.Future[None]]) -> _Progress:
+        def send_progress(value: float) -> None:
+            sent = self._send_nowait(
+                ProgressEvent(task.id, value, worker_id=self.worker_id)
+            )
+            in_flight.add(sent)
+            sent.add_done_callback(in_flight.discard)
+
+        return _Progress(
+            send_progress, self._progress_interval_s, asyncio.get_running_loop()
+        )
 
     async def _call(
         self, spec: TaskSpec, task: Task, progress: _Progress | None

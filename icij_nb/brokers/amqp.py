@@ -19,7 +19,9 @@ the management-API policies icij-worker sets, and moves the JSON bodies of
   not parse is rejected into ``TASK_DLQ`` at once (never left unsettled); each
   worker has its ``WORKER_EVENT-<id>`` queue on the fanout of cancel/shutdown events.
 
-The worker id travels in a ``workerId`` message header: icij-worker ignores headers.
+Two message headers of our own, which icij-worker ignores: ``workerId`` on events
+(who sent it) and ``publishedAt`` on tasks (tells a retry from the message a cancel
+was meant for).
 Connections are aio-pika robust connections: they reconnect when RabbitMQ restarts.
 """
 

@@ -159,6 +159,7 @@ class MemoryBroker(Broker):
         self._events_ready = asyncio.Event()
         self._subscribers: set[asyncio.Queue[WorkerBroadcast]] = set()
         self._watchers: set[asyncio.Queue[list[WorkerStatus]]] = set()
+        self._confirmed: asyncio.Future[None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -229,9 +230,10 @@ class MemoryBroker(Broker):
 
     async def publish_event_soon(self, event: ManagerEvent) -> asyncio.Future[None]:
         self.publish_event_nowait(event)
-        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        confirmed.set_result(None)  # in-process: nothing to confirm
-        return confirmed
+        if self._confirmed is None:  # in-process: nothing to confirm, ever
+            self._confirmed = asyncio.get_running_loop().create_future()
+            self._confirmed.set_result(None)
+        return self._confirmed
 
     @asynccontextmanager
     async def deliveries(
