@@ -141,6 +141,36 @@ def test_each_retry_counts_a_new_attempt():
     assert task.worker_id == "w-2"
 
 
+def test_a_running_task_restarted_by_another_worker_records_a_lost_attempt():
+    task = make_task(max_attempts=3)
+    task.apply(progress(0.0, seconds=1, worker="w-1"))
+    task.apply(progress(0.4, seconds=2, worker="w-1"))
+
+    effect = task.apply(progress(0.0, seconds=4, worker="w-2"))
+
+    assert effect is Effect.CHANGED
+    assert (task.state, task.progress, task.attempts) == (RUNNING, 0.0, 2)
+    assert task.attempts_left == 3  # a crash does not use up a retry
+    assert (task.started_at, task.worker_id) == (at(4), "w-2")
+    [lost] = task.errors
+    assert (lost.name, lost.created_at) == ("WorkerLost", at(4))
+    assert "worker w-1 stopped while running attempt 1" in lost.message
+    assert "gave the task to worker w-2" in lost.message
+
+
+def test_the_same_worker_resending_progress_records_no_lost_attempt():
+    task = make_task(max_attempts=3)
+    task.apply(progress(0.0, seconds=1, worker="w-1"))
+    task.apply(progress(0.4, seconds=2, worker="w-1"))
+
+    effect = task.apply(progress(0.0, seconds=3, worker="w-1"))  # sent again
+
+    assert effect is Effect.CHANGED
+    assert (task.state, task.progress, task.attempts) == (RUNNING, 0.0, 1)
+    assert (task.started_at, task.worker_id) == (at(1), "w-1")
+    assert task.errors == []
+
+
 # -- ResultEvent -------------------------------------------------------------------
 
 
