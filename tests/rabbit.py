@@ -353,3 +353,43 @@ def _hide_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- asking the broker itself ----------------------------------------------------
+
+
+def on_broker(vhost: Any, fn: Callable[[Any], Any]) -> Any:
+    """Run ``fn(channel)`` on a fresh aio-pika connection to the vhost.
+
+    Blocking, callable from sync and async tests alike (it runs on a thread of its
+    own with its own loop).
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import aio_pika
+
+    async def run() -> Any:
+        connection = await aio_pika.connect(vhost.amqp_url, timeout=10)
+        async with connection:
+            return await fn(await connection.channel())
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, run()).result(timeout=30)
+
+
+def queue_counts(vhost: Any, queue: str) -> tuple[int, int]:
+    """(ready messages, consumers) of ``queue``, exact (unlike the management API);
+    (0, 0) when the queue does not exist."""
+    import aiormq.exceptions
+
+    async def ask(channel: Any) -> tuple[int, int]:
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return 0, 0
+        result = declared.declaration_result
+        return int(result.message_count or 0), int(result.consumer_count or 0)
+
+    result: tuple[int, int] = on_broker(vhost, ask)
+    return result

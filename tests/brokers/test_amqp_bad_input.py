@@ -12,15 +12,14 @@ import logging
 import pickle
 import urllib.error
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import aio_pika
-import aiormq
 import pytest
+from rabbit import on_broker, queue_counts
 
 import icij_nb as nb
 from icij_nb.brokers.amqp import AmqpBroker
@@ -28,37 +27,10 @@ from icij_nb.testing import wait_until
 
 pytestmark = pytest.mark.rabbitmq
 
-T = TypeVar("T")
 WAIT_S = 30.0
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def on_broker(vhost, fn: Callable[[aio_pika.abc.AbstractChannel], Awaitable[T]]) -> T:
-    """Run ``fn(channel)`` on a fresh connection to the vhost, from any test."""
-
-    async def run() -> T:
-        connection = await aio_pika.connect(vhost.amqp_url, timeout=10)
-        async with connection:
-            return await fn(await connection.channel())
-
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, run()).result(timeout=WAIT_S)
-
-
-def queue_counts(vhost, queue: str) -> tuple[int, int]:
-    """(ready messages, consumers) of ``queue``, exact; (0, 0) if it is absent."""
-
-    async def ask(channel: aio_pika.abc.AbstractChannel) -> tuple[int, int]:
-        try:
-            declared = await channel.declare_queue(queue, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return 0, 0
-        result = declared.declaration_result
-        return int(result.message_count or 0), int(result.consumer_count or 0)
-
-    return on_broker(vhost, ask)
 
 
 def publish_raw(vhost, exchange: str, routing_key: str, bodies: list[bytes]) -> None:

@@ -5,48 +5,18 @@ its events and without sending anything.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import aio_pika
-import aiormq
 import pytest
+from rabbit import queue_counts
 
 import icij_nb as nb
 from icij_nb.testing import wait_until
 
 pytestmark = pytest.mark.rabbitmq
 
-T = TypeVar("T")
 WAIT_S = 30.0
-
-
-def on_broker(vhost, fn: Callable[[aio_pika.abc.AbstractChannel], Awaitable[T]]) -> T:
-    """Run ``fn(channel)`` on a fresh connection to the vhost, from any test."""
-
-    async def run() -> T:
-        connection = await aio_pika.connect(vhost.amqp_url, timeout=10)
-        async with connection:
-            return await fn(await connection.channel())
-
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, run()).result(timeout=WAIT_S)
-
-
-def queue_counts(vhost, queue: str) -> tuple[int, int]:
-    """(ready messages, consumers) of ``queue``, exact; (0, 0) if it is absent."""
-
-    async def ask(channel: aio_pika.abc.AbstractChannel) -> tuple[int, int]:
-        try:
-            declared = await channel.declare_queue(queue, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return 0, 0
-        result = declared.declaration_result
-        return int(result.message_count or 0), int(result.consumer_count or 0)
-
-    return on_broker(vhost, ask)
 
 
 def owner_app() -> nb.App:

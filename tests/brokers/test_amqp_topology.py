@@ -5,15 +5,13 @@ fresh vhost per test, through the management API and raw AMQP reads.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aio_pika
-import aiormq
 import pytest
+from rabbit import queue_counts
 
 import icij_nb as nb
 from icij_nb.brokers.topology import PUBLISHED_AT_HEADER
@@ -40,26 +38,6 @@ FIRST_ENQUEUE_KEYS = {
     "maxRetries",
     "retriesLeft",
 }
-
-
-def queue_counts(vhost, queue: str) -> tuple[int, int]:
-    """(ready messages, consumers) of ``queue``, asked of the broker itself (exact,
-    unlike the management API); (0, 0) when the queue does not exist. Blocking,
-    callable from sync and async tests alike."""
-
-    async def ask() -> tuple[int, int]:
-        connection = await aio_pika.connect(vhost.amqp_url, timeout=10)
-        async with connection:
-            channel = await connection.channel()
-            try:
-                declared = await channel.declare_queue(queue, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return 0, 0
-            result = declared.declaration_result
-            return int(result.message_count or 0), int(result.consumer_count or 0)
-
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, ask()).result(timeout=30)
 
 
 @pytest.fixture
