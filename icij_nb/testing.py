@@ -5,7 +5,10 @@ condition they need, with a deadline, so that a slow machine only makes them slo
 and a bug makes them fail with a message instead of hanging.
 
 - :func:`wait_until` polls a condition from a blocking test (or a notebook cell);
-- :func:`wait_until_async` is its twin for ``async def`` tests and top-level ``await``.
+- :func:`wait_until_async` is its twin for ``async def`` tests and top-level ``await``;
+- :func:`process_alive`, :func:`parent_of`, :func:`children_of` and
+  :func:`wait_processes_gone` read the process table (Linux ``/proc``), to check
+  that worker processes end with their pool or kernel (no orphans).
 
 Both return the condition's first truthy value and raise AssertionError, naming what
 they waited for, when the deadline passes.
@@ -22,12 +25,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["wait_until", "wait_until_async"]
+__all__ = [
+    "children_of",
+    "parent_of",
+    "process_alive",
+    "wait_processes_gone",
+    "wait_until",
+    "wait_until_async",
+]
 
 
 def wait_until(
@@ -102,3 +113,46 @@ def _gave_up(what: str, timeout_s: float, value: object) -> str:
     if len(shown) > 200:
         shown = shown[:197] + "..."
     return f"gave up after {timeout_s:g}s waiting for {what}; last value: {shown}"
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    return text.rsplit(")", 1)[1].split()
+
+
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie counts as gone)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent process id of ``pid``, or None when it is gone."""
+    stat = _stat(pid)
+    return int(stat[1]) if stat is not None else None
+
+
+def children_of(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and int(stat[1]) == pid and stat[0] not in "ZX":
+                found.add(int(entry.name))
+    return found
+
+
+def wait_processes_gone(pids: Iterable[int], *, timeout_s: float = 30.0) -> None:
+    """Wait until none of ``pids`` runs; AssertionError naming them at the deadline."""
+    waited = list(pids)
+    wait_until(
+        lambda: not [p for p in waited if process_alive(p)],
+        timeout_s=timeout_s,
+        interval_s=0.05,
+        what=f"processes {waited} to end",
+    )

@@ -26,7 +26,8 @@ import pytest
 from rabbit import Vhost
 
 import icij_nb as nb
-from icij_nb.testing import wait_until
+from icij_nb.testing import children_of, wait_until
+from icij_nb.testing import process_alive as alive
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -174,31 +175,6 @@ def make_manager_on(
     release.touch()
     for tm in made:
         tm.close(timeout_s=60)
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text.rsplit(")", 1)[1].split()  # after "pid (comm)"
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def children_of(pid: int) -> set[int]:
-    """The live processes whose parent is ``pid``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat is not None and int(stat[1]) == pid and stat[0] not in "ZX":
-                found.add(int(entry.name))
-    return found
 
 
 def with_password(url: str, password: str) -> str:

@@ -26,7 +26,8 @@ from rabbit import Vhost
 
 import icij_nb as nb
 from icij_nb.process_pool import ProcessPool
-from icij_nb.testing import wait_until
+from icij_nb.testing import children_of, parent_of, wait_processes_gone, wait_until
+from icij_nb.testing import process_alive as alive
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(180)]
 
@@ -100,52 +101,12 @@ def executions(counter: Path) -> list[tuple[str, int]]:
 # -- processes, from /proc -----------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-    return text.rsplit(")", 1)[1].split()
-
-
-def alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def parent_of(pid: int) -> int | None:
-    stat = _stat(pid)
-    return int(stat[1]) if stat is not None else None
-
-
-def children_of(pid: int) -> set[int]:
-    """The live processes whose parent is ``pid``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            child = int(entry.name)
-            stat = _stat(child)
-            if stat is not None and int(stat[1]) == pid and stat[0] not in "ZX":
-                found.add(child)
-    return found
-
-
 def pid_of_worker(worker_id: str | None) -> int:
     """The process id in a worker id (``<app>-worker-<host>-<pid>-<index>``)."""
     assert worker_id is not None
     match = re.search(r"-(\d+)-\d+$", worker_id)
     assert match is not None, worker_id
     return int(match.group(1))
-
-
-def wait_gone(pids: list[int], timeout_s: float = WAIT_S) -> None:
-    wait_until(
-        lambda: not [p for p in pids if alive(p)],
-        timeout_s=timeout_s,
-        interval_s=0.05,
-        what=f"processes {pids} to end",
-    )
 
 
 # -- fixtures --------------------------------------------------------------------
@@ -325,7 +286,7 @@ def test_killed_manager_process_leaves_no_orphan_worker(
         proc.kill()  # SIGKILL: no atexit, no cleanup in the manager
         proc.wait(timeout=WAIT_S)
 
-        wait_gone(pids, ORPHAN_DEADLINE_S)
+        wait_processes_gone(pids, timeout_s=ORPHAN_DEADLINE_S)
         vhost.wait_until(
             lambda: vhost.consumer_count("TASK.cpu") == 0, WAIT_S, what="no consumer"
         )
@@ -364,7 +325,7 @@ def test_sigterm_to_a_worker_process_lets_its_running_task_finish_once(
     release.touch()
 
     assert manager.result(handle, timeout_s=WAIT_S) == victim
-    wait_gone([victim])
+    wait_processes_gone([victim])
     task = manager.get(handle)
     assert task.state is nb.TaskState.DONE
     assert pid_of_worker(task.worker_id) == victim

@@ -37,7 +37,8 @@ import aiormq
 from rabbit import RabbitMQ, Vhost
 
 import icij_nb as nb
-from icij_nb.testing import wait_until
+from icij_nb.testing import children_of, wait_until
+from icij_nb.testing import process_alive as alive
 
 T = TypeVar("T")
 
@@ -216,35 +217,6 @@ def rabbit_available() -> str | None:
 # -- processes, from /proc ------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text.rsplit(")", 1)[1].split()  # after "pid (comm)", which may hold spaces
-
-
-def alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def parent_of(pid: int) -> int | None:
-    stat = _stat(pid)
-    return int(stat[1]) if stat is not None else None
-
-
-def children_of(pid: int) -> set[int]:
-    """The live processes whose parent is ``pid``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat is not None and int(stat[1]) == pid and stat[0] not in "ZX":
-                found.add(int(entry.name))
-    return found
-
-
 def processes_with(marker: str) -> set[int]:
     """Live processes whose command line or environment mentions ``marker``."""
     found = set()
@@ -260,16 +232,6 @@ def processes_with(marker: str) -> set[int]:
                 found.add(int(entry.name))
                 break
     return found
-
-
-def wait_gone(pids: Iterable[int], timeout_s: float = 30.0) -> None:
-    pids = list(pids)
-    wait_until(
-        lambda: not [p for p in pids if alive(p)],
-        timeout_s=timeout_s,
-        interval_s=0.05,
-        what=f"processes {pids} to end",
-    )
 
 
 def kill_all(pids: Iterable[int]) -> None:

@@ -21,13 +21,12 @@ from faultkit import (
     executions,
     pid_of_worker,
     starts,
-    wait_gone,
 )
 from rabbit import Vhost
 
 import icij_nb as nb
 from icij_nb.process_pool import ProcessPool
-from icij_nb.testing import wait_until
+from icij_nb.testing import wait_processes_gone, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(240)]
 
@@ -132,7 +131,7 @@ def test_kill_9_of_a_cli_pool_worker_mid_task_redelivers_it_once(
     drain(raw)
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(timeout=WAIT_S) == 0
-    wait_gone(workers)
+    wait_processes_gone(workers)
     result = audit(
         tm.frame(), {held.id: -1} | {h.id: x * x for x, h in enumerate(quick)}, raw
     )
@@ -174,7 +173,7 @@ def test_sigterm_to_a_cli_pool_finishes_or_requeues_its_running_tasks(
     soon.touch()  # within the grace period; the other one outlives it
 
     assert cli.proc.wait(timeout=WAIT_S) == 0
-    wait_gone(workers)
+    wait_processes_gone(workers)
     assert finishing.result(timeout_s=WAIT_S) == 1
     wait_until(
         lambda: tm.get(requeued).state is nb.TaskState.QUEUED,

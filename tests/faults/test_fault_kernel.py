@@ -34,12 +34,11 @@ from faultkit import (
     drain,
     kill_all,
     starts,
-    wait_gone,
 )
 from jupyter_client import BlockingKernelClient, KernelManager
 
 from icij_nb.store import read_frame
-from icij_nb.testing import wait_until
+from icij_nb.testing import wait_processes_gone, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.notebook, pytest.mark.timeout(240)]
 
@@ -199,7 +198,7 @@ def test_a_killed_kernel_leaves_no_worker_process_and_loses_no_task(
 
     kernel.kill()
 
-    wait_gone(pids, timeout_s=30)
+    wait_processes_gone(pids, timeout_s=30)
     kernel.manager.provisioner.process.wait(timeout=WAIT_S)  # type: ignore[union-attr]
     orphans = [p for p in pids if alive(p)] + sorted(children_of(kernel.pid))
     assert orphans == []

@@ -20,6 +20,8 @@ from typing import Any
 
 import nbformat
 import pytest
+
+from icij_nb.testing import process_alive as alive, parent_of, wait_processes_gone
 from jupyter_client import BlockingKernelClient, KernelManager
 from nbclient import NotebookClient
 from rabbit import Vhost, make_vhost, rabbitmq, rabbitmq_gate, vhost
@@ -68,31 +70,12 @@ def printed_json(cell: Any) -> list[Any]:
     return found
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text.rsplit(")", 1)[1].split()
 
 
-def alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
 
 
-def parent_of(pid: int) -> int | None:
-    stat = _stat(pid)
-    return int(stat[1]) if stat is not None else None
 
 
-def wait_gone(pids: list[int]) -> None:
-    wait_until(
-        lambda: not [p for p in pids if alive(p)],
-        timeout_s=WAIT_S,
-        interval_s=0.05,
-        what=f"worker processes {pids} to end",
-    )
 
 
 def logged_stop(logs: Path, pid: int) -> bool:
@@ -225,7 +208,7 @@ def test_kernel_shutdown_stops_its_process_pool(
 
     kernel.manager.shutdown_kernel(now=False)
 
-    wait_gone(pids)
+    wait_processes_gone(pids)
     # Each process stopped itself (not killed along with the kernel's group).
     logs = tmp_path / ".icij_nb" / "logs"
     assert all(logged_stop(logs, pid) for pid in pids)
@@ -242,7 +225,7 @@ def test_kernel_restart_stops_its_process_pool_and_a_new_one_starts(
     kernel.manager.restart_kernel()
     kernel.client.wait_for_ready(timeout=CELL_TIMEOUT_S)
 
-    wait_gone(old)
+    wait_processes_gone(old)
     logs = tmp_path / ".icij_nb" / "logs"
     assert all(logged_stop(logs, pid) for pid in old)
     new = check_started(kernel.start_pool(vhost.amqp_url), vhost)
@@ -259,7 +242,7 @@ def test_killed_kernel_leaves_no_worker_process(
     # SIGKILL to the kernel alone (not its process group): no cleanup code runs in it.
     os.kill(kernel.pid, signal.SIGKILL)
 
-    wait_gone(pids)
+    wait_processes_gone(pids)
     logs = tmp_path / ".icij_nb" / "logs"
     assert all(logged_stop(logs, pid) for pid in pids)
     vhost.wait_until(
