@@ -224,10 +224,11 @@ def test_cancelling_a_running_notebook_interrupts_its_kernel(
     app.notebook_task(scenario(tmp_path, "waits"), name="waits", group="notebooks")
     tm = notebook_manager()
     handle = tm.submit("waits", {"gate": str(tmp_path / "never")})
+    # The waiting cell says when it runs: progress only says the cell before ended.
     wait_until(
-        lambda: handle.progress >= WAITING,
+        (tmp_path / "never.waiting").exists,
         timeout_s=RUN_TIMEOUT_S,
-        what="the notebook to reach its waiting cell",
+        what="the notebook's waiting cell to run",
     )
 
     handle.cancel()

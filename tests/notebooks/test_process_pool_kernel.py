@@ -20,13 +20,12 @@ from typing import Any
 
 import nbformat
 import pytest
-
-from icij_nb.testing import process_alive as alive, parent_of, wait_processes_gone
 from jupyter_client import BlockingKernelClient, KernelManager
 from nbclient import NotebookClient
 from rabbit import Vhost, make_vhost, rabbitmq, rabbitmq_gate, vhost
 
-from icij_nb.testing import wait_until
+from icij_nb.testing import parent_of, wait_processes_gone
+from icij_nb.testing import process_alive as alive
 
 # Fixtures from tests/rabbit.py, registered by pytest from this module's namespace.
 __all__ = ["make_vhost", "rabbitmq", "rabbitmq_gate", "vhost"]
@@ -68,14 +67,6 @@ def printed_json(cell: Any) -> list[Any]:
         with contextlib.suppress(ValueError):
             found.append(json.loads(line))
     return found
-
-
-
-
-
-
-
-
 
 
 def logged_stop(logs: Path, pid: int) -> bool:
