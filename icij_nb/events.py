@@ -145,7 +145,7 @@ class EventApplier:
         for count, event in enumerate(batch, 1):
             if count % EVENTS_PER_TURN == 0:
                 await asyncio.sleep(0)  # a big batch must not hold the loop
-            task = await self._find(event.task_id)
+            task = self._records.get(event.task_id) or await self._find(event.task_id)
             if task is None:
                 logger.warning(
                     "manager %s: %s for unknown task %r set aside (dead-lettered)",

@@ -244,7 +244,8 @@ class MemoryBroker(Broker):
 
         async def consume() -> AsyncIterator[Delivery]:
             while True:
-                entry = await queue.pop()
+                # Most deliveries are waiting already: no coroutine for those.
+                entry = queue.pop_nowait() or await queue.pop()
                 yield _MemoryDelivery(entry, queue, unsettled)
 
         try:
