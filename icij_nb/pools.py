@@ -19,7 +19,7 @@ from typing import Any
 
 from icij_nb.app import App
 from icij_nb.brokers.base import Broker
-from icij_nb.errors import ConfigError, ManagerClosed
+from icij_nb.errors import ConfigError
 from icij_nb.model import WorkerStatus
 from icij_nb.runtime import Runtime
 from icij_nb.threads import DaemonExecutor
@@ -238,8 +238,3 @@ class InKernelPool:
             msg = "this pool runs on its own loop (a worker process); await _stop()"
             raise ConfigError(msg)
         return self._runtime
-
-    def _check_running(self) -> None:
-        if self._stopped:
-            msg = f"the pool of group {self.group!r} is stopped; start a new one"
-            raise ManagerClosed(msg)

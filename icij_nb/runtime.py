@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from icij_nb.errors import IcijNbError
@@ -40,7 +39,6 @@ class Runtime:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._background: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         alive = self._thread is not None and self._thread.is_alive()
@@ -115,24 +113,6 @@ class Runtime:
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
 
-    def spawn(self, coro: Awaitable[Any], *, what: str) -> None:
-        """Start ``coro`` on the runtime loop in the background, keeping a reference.
-
-        Its exception, if any, goes to the log under ``what``. Thread-safe.
-        """
-
-        def start() -> None:
-            task = asyncio.ensure_future(coro)
-            self._background.add(task)
-            task.add_done_callback(lambda t: self._finished(t, what))
-
-        self.call_soon(start)
-
-    def _finished(self, task: asyncio.Task[Any], what: str) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("%s failed", what, exc_info=task.exception())
-
     def call_soon(self, callback: Any, *args: Any) -> None:
         """Call ``callback(*args)`` on the runtime loop, from any thread."""
         loop = self.loop
@@ -153,13 +133,3 @@ def get_runtime() -> Runtime:
         if _RUNTIME is None or _RUNTIME._pid != os.getpid():
             _RUNTIME = Runtime()
         return _RUNTIME
-
-
-@contextlib.contextmanager
-def interrupt_cancels(future: concurrent.futures.Future[Any]) -> Any:
-    """Cancel ``future`` if the block is left by KeyboardInterrupt."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        future.cancel()
-        raise
