@@ -15,13 +15,10 @@ killed with SIGKILL: no cleanup code runs in it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fault_app import app
@@ -32,70 +29,20 @@ from faultkit import (
     audit,
     children_of,
     drain,
-    kill_all,
     starts,
 )
-from jupyter_client import BlockingKernelClient, KernelManager
+from kernels import Kernel, started_kernel
 
 from icij_nb.store import read_frame
 from icij_nb.testing import wait_processes_gone, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.notebook, pytest.mark.timeout(240)]
 
-CELL_TIMEOUT_S = 90
-
-
-class Kernel:
-    def __init__(self, manager: KernelManager, client: BlockingKernelClient) -> None:
-        self.manager, self.client = manager, client
-        self.children: list[int] = []
-
-    @property
-    def pid(self) -> int:
-        pid = getattr(self.manager.provisioner, "pid", None)
-        assert isinstance(pid, int)
-        return pid
-
-    def run(self, code: str) -> list[Any]:
-        """Execute ``code``; return the JSON lines it printed."""
-        lines: list[str] = []
-
-        def on_output(msg: dict[str, Any]) -> None:
-            content = msg["content"]
-            if msg["msg_type"] == "stream" and content["name"] == "stdout":
-                lines.extend(content["text"].splitlines())
-
-        reply = self.client.execute_interactive(
-            code, timeout=CELL_TIMEOUT_S, output_hook=on_output
-        )
-        content = reply["content"]
-        assert content["status"] == "ok", f"{content.get('ename')}: {content}"
-        found = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                found.append(json.loads(line))
-        return found
-
-    def kill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)  # the kernel alone, not its group
-
 
 @pytest.fixture
 def kernel(scratch: Path) -> Iterator[Kernel]:
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=str(scratch))
-    client = manager.blocking_client()
-    client.start_channels()
-    kernel = Kernel(manager, client)
-    try:
-        client.wait_for_ready(timeout=CELL_TIMEOUT_S)
-        yield kernel
-    finally:
-        client.stop_channels()
-        with contextlib.suppress(Exception):
-            if manager.has_kernel:
-                manager.shutdown_kernel(now=True)
-        kill_all(kernel.children)
+    with started_kernel(scratch) as started:
+        yield started
 
 
 def connect_cell(vhost, store: Path) -> str:

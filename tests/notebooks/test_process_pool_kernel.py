@@ -20,7 +20,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from jupyter_client import BlockingKernelClient, KernelManager
+from kernels import CELL_TIMEOUT_S, Kernel, started_kernel
 from nbclient import NotebookClient
 from rabbit import Vhost, make_vhost, rabbitmq, rabbitmq_gate, vhost
 
@@ -33,7 +33,6 @@ __all__ = ["make_vhost", "rabbitmq", "rabbitmq_gate", "vhost"]
 pytestmark = [pytest.mark.notebook, pytest.mark.rabbitmq, pytest.mark.timeout(180)]
 
 HERE = Path(__file__).parent
-CELL_TIMEOUT_S = 90
 WAIT_S = 30.0
 
 
@@ -119,66 +118,19 @@ def test_notebook_tasks_run_in_a_process_pool_started_from_the_kernel(
 # -- a kernel driven by jupyter_client ------------------------------------------------
 
 
-class Kernel:
-    def __init__(self, manager: KernelManager, client: BlockingKernelClient) -> None:
-        self.manager, self.client = manager, client
-        self.worker_pids: list[int] = []
-
-    @property
-    def pid(self) -> int:
-        provisioner = self.manager.provisioner
-        assert provisioner is not None
-        pid = getattr(provisioner, "pid", None)
-        assert isinstance(pid, int)
-        return pid
-
-    def run(self, code: str) -> list[Any]:
-        """Execute ``code``; return the JSON lines it printed."""
-        lines: list[str] = []
-
-        def on_output(msg: dict[str, Any]) -> None:
-            content = msg["content"]
-            if msg["msg_type"] == "stream" and content["name"] == "stdout":
-                lines.extend(content["text"].splitlines())
-
-        reply = self.client.execute_interactive(
-            code, timeout=CELL_TIMEOUT_S, output_hook=on_output
-        )
-        content = reply["content"]
-        assert content["status"] == "ok", f"{content.get('ename')}: {content}"
-        found = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                found.append(json.loads(line))
-        return found
-
-    def start_pool(self, url: str) -> dict[str, Any]:
-        """Run the scenario's ``start`` cell: a process pool; what it printed."""
-        notebook = with_url(read_notebook("process_pool_lifecycle.ipynb"), url)
-        self.run(cell_by_id(notebook, "parameters").source)
-        [started] = self.run(cell_by_id(notebook, "start").source)
-        self.worker_pids += started["pids"]
-        return dict(started)
+def start_pool(kernel: Kernel, url: str) -> dict[str, Any]:
+    """Run the scenario's ``start`` cell: a process pool; what it printed."""
+    notebook = with_url(read_notebook("process_pool_lifecycle.ipynb"), url)
+    kernel.run(cell_by_id(notebook, "parameters").source)
+    [started] = kernel.run(cell_by_id(notebook, "start").source)
+    kernel.children += started["pids"]  # a failed test must leave no worker behind
+    return dict(started)
 
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=str(tmp_path))
-    client = manager.blocking_client()
-    client.start_channels()
-    kernel = Kernel(manager, client)
-    try:
-        client.wait_for_ready(timeout=CELL_TIMEOUT_S)
-        yield kernel
-    finally:
-        client.stop_channels()
-        if manager.has_kernel:
-            manager.shutdown_kernel(now=True)
-        for pid in kernel.worker_pids:  # a failed test must leave no worker behind
-            with contextlib.suppress(ProcessLookupError):
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+    with started_kernel(tmp_path) as started:
+        yield started
 
 
 def check_started(started: dict[str, Any], vhost: Vhost) -> list[int]:
@@ -195,7 +147,7 @@ def check_started(started: dict[str, Any], vhost: Vhost) -> list[int]:
 def test_kernel_shutdown_stops_its_process_pool(
     kernel: Kernel, vhost: Vhost, tmp_path: Path
 ) -> None:
-    pids = check_started(kernel.start_pool(vhost.amqp_url), vhost)
+    pids = check_started(start_pool(kernel, vhost.amqp_url), vhost)
 
     kernel.manager.shutdown_kernel(now=False)
 
@@ -211,7 +163,7 @@ def test_kernel_shutdown_stops_its_process_pool(
 def test_kernel_restart_stops_its_process_pool_and_a_new_one_starts(
     kernel: Kernel, vhost: Vhost, tmp_path: Path
 ) -> None:
-    old = check_started(kernel.start_pool(vhost.amqp_url), vhost)
+    old = check_started(start_pool(kernel, vhost.amqp_url), vhost)
 
     kernel.manager.restart_kernel()
     kernel.client.wait_for_ready(timeout=CELL_TIMEOUT_S)
@@ -219,14 +171,14 @@ def test_kernel_restart_stops_its_process_pool_and_a_new_one_starts(
     wait_processes_gone(old)
     logs = tmp_path / ".icij_nb" / "logs"
     assert all(logged_stop(logs, pid) for pid in old)
-    new = check_started(kernel.start_pool(vhost.amqp_url), vhost)
+    new = check_started(start_pool(kernel, vhost.amqp_url), vhost)
     assert not set(new) & set(old)
 
 
 def test_killed_kernel_leaves_no_worker_process(
     kernel: Kernel, vhost: Vhost, tmp_path: Path
 ) -> None:
-    started = kernel.start_pool(vhost.amqp_url)
+    started = start_pool(kernel, vhost.amqp_url)
     pids = check_started(started, vhost)
     assert started["kernel"] == kernel.pid
 
