@@ -57,6 +57,7 @@ from urllib.parse import quote
 
 import aio_pika
 import aiormq.exceptions
+from figures import Figure, percentile
 
 import icij_nb as nb
 from icij_nb.brokers import wire
@@ -107,12 +108,6 @@ _MAIN_PID = os.getpid()
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # -- cleanup: vhosts and child processes -----------------------------------------------
@@ -735,29 +730,6 @@ def icij_run(
 
 
 # -- the run ---------------------------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    label: str
-    unit: str
-    target: str = ""
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "unit": self.unit,
-            "target": self.target,
-            "median": self.median,
-            "min": min(self.values),
-            "max": max(self.values),
-            "values": self.values,
-        }
 
 
 def make_figures() -> dict[str, Figure]:

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from figures import Figure, percentile
+
 import icij_nb as nb
 
 WORKERS = 4
@@ -83,35 +85,6 @@ def make_app() -> nb.App:
 
 
 # -- figures --------------------------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    label: str
-    unit: str
-    target: str = ""
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "unit": self.unit,
-            "target": self.target,
-            "median": self.median,
-            "min": min(self.values),
-            "max": max(self.values),
-            "values": self.values,
-        }
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 @contextlib.contextmanager
