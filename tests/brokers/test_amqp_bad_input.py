@@ -12,7 +12,7 @@ import logging
 import pickle
 import urllib.error
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -81,27 +81,6 @@ def malformed_bodies(flag: Path, type_tag: str) -> dict[str, bytes]:
             b'{"@type":"' + type_tag.encode() + b'","junk":"' + b"x" * 1_000_000 + b'"}'
         ),
     }
-
-
-@pytest.fixture
-def amqp_connect(vhost) -> Iterator[Callable[..., nb.TaskManager]]:
-    """``amqp_connect(app)``: nb.connect on the test vhost once the manager consumes
-    its events; all are closed at teardown."""
-    made: list[nb.TaskManager] = []
-
-    def make(app: nb.App, **kwargs: Any) -> nb.TaskManager:
-        kwargs.setdefault("store", ":memory:")
-        tm = nb.connect(app, broker=vhost.amqp_url, **kwargs)
-        made.append(tm)
-        vhost.wait_until(
-            lambda: queue_counts(vhost, "MANAGER_EVENT")[1] >= 1,
-            what="the manager to consume MANAGER_EVENT",
-        )
-        return tm
-
-    yield make
-    for tm in reversed(made):
-        tm.close(timeout_s=30)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,26 +63,6 @@ def take_all(vhost, name: str) -> list[dict[str, Any]]:
         return bodies
 
     return on_broker(vhost, drain)
-
-
-@pytest.fixture
-def amqp_connect(vhost, tmp_path: Path) -> Iterator[Callable[..., nb.TaskManager]]:
-    """``amqp_connect(app, store=...)``: nb.connect on the test vhost, once the
-    manager consumes its events; all are closed at teardown."""
-    made: list[nb.TaskManager] = []
-
-    def make(app: nb.App, *, store: Any = ":memory:") -> nb.TaskManager:
-        tm = nb.connect(app, broker=vhost.amqp_url, store=store)
-        made.append(tm)
-        vhost.wait_until(
-            lambda: queue_counts(vhost, "MANAGER_EVENT")[1] >= 1,
-            what="the manager to consume MANAGER_EVENT",
-        )
-        return tm
-
-    yield make
-    for tm in reversed(made):
-        tm.close(timeout_s=30)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ fresh vhost per test, through the management API and raw AMQP reads.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -38,27 +38,6 @@ FIRST_ENQUEUE_KEYS = {
     "maxRetries",
     "retriesLeft",
 }
-
-
-@pytest.fixture
-def amqp_connect(vhost) -> Iterator[Callable[..., nb.TaskManager]]:
-    """``amqp_connect(app, **kw)``: nb.connect on the test vhost; closed at teardown."""
-    made: list[nb.TaskManager] = []
-
-    def make(app: nb.App, **kwargs: Any) -> nb.TaskManager:
-        kwargs.setdefault("store", ":memory:")
-        tm = nb.connect(app, broker=vhost.amqp_url, **kwargs)
-        made.append(tm)
-        # The event consumer starts in the background, right after connect().
-        vhost.wait_until(
-            lambda: queue_counts(vhost, "MANAGER_EVENT")[1] == 1,
-            what="the manager to consume MANAGER_EVENT",
-        )
-        return tm
-
-    yield make
-    for tm in reversed(made):
-        tm.close(timeout_s=30)
 
 
 @pytest.fixture
