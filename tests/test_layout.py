@@ -79,7 +79,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + [base])
+                base = ".".join([*parts[: len(parts) - node.level + 1], base])
                 base = base.rstrip(".")
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         for target in targets:
@@ -125,8 +125,8 @@ def test_the_loop_finder_finds_a_loop():
 
 
 def test_the_private_read_finder_finds_a_read():
-    source = "def f(manager, self):\n    self._x = 1\n    return manager._tasks, self._x"
-    assert [text for _, text in private_reads(ast.parse(source))] == ["manager._tasks"]
+    source = "def f(tm, self):\n    self._x = 1\n    return tm._tasks, self._x"
+    assert [text for _, text in private_reads(ast.parse(source))] == ["tm._tasks"]
 
 
 @pytest.mark.parametrize("name", sorted(modules()))
