@@ -1,4 +1,4 @@
-"""What the contract tests know of a backend: :class:`Backend`, ``WAIT_S``, ``xfail_on``.
+"""What the contract tests know of a backend: ``Backend``, ``WAIT_S``, ``xfail_on``.
 
 The backends themselves (how each one connects) are listed in ``conftest.py``.
 """
@@ -54,7 +54,6 @@ class Backend:
                 with contextlib.suppress(ProcessLookupError):
                     if process_alive(pid):
                         os.kill(pid, signal.SIGKILL)
-
 
 
 def xfail_on(

@@ -44,6 +44,7 @@ import icij_nb as nb
 # Re-exported: pytest registers the fixtures it finds in a conftest's namespace.
 __all__ = ["make_vhost", "rabbitmq", "rabbitmq_gate", "vhost"]
 
+
 def _memory(request: pytest.FixtureRequest) -> Backend:
     def connect(app: nb.App, **kwargs: Any) -> nb.TaskManager:
         return nb.connect(app, broker="memory", **kwargs)

@@ -54,9 +54,7 @@ def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(
     assert tm.get(handles[1]).attempts == 0
 
 
-def test_cancelled_queued_task_behind_a_busy_worker_never_starts(
-    app, backend, release
-):
+def test_cancelled_queued_task_behind_a_busy_worker_never_starts(app, backend, release):
     ran: list[str] = []
 
     @app.task(group="cpu")
@@ -122,9 +120,7 @@ def test_cancel_of_a_running_task_stops_it_and_the_worker_goes_on(app, backend):
         tm.cancel(handle)
 
 
-def test_cancel_with_requeue_sends_a_running_task_back_and_it_completes(
-    app, backend
-):
+def test_cancel_with_requeue_sends_a_running_task_back_and_it_completes(app, backend):
     runs: list[str] = []
 
     @app.task(group="cpu")
@@ -160,9 +156,11 @@ def test_cancel_with_requeue_sends_a_running_task_back_and_it_completes(
     assert nb.TaskState.CANCELLED not in mine
     assert mine[-1] is nb.TaskState.DONE
     # The same single worker is free: later tasks still run.
-    assert tm.map("quick", [{"n": i} for i in range(3)]).results(
-        timeout_s=WAIT_S
-    ) == [0, 1, 2]
+    assert tm.map("quick", [{"n": i} for i in range(3)]).results(timeout_s=WAIT_S) == [
+        0,
+        1,
+        2,
+    ]
     assert pool.done == 4
     if backend.queued is not None:
         assert backend.queued("cpu") == 0

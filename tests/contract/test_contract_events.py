@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from backends import WAIT_S
@@ -14,9 +14,7 @@ from icij_nb.testing import wait_until
 ORDER = {nb.TaskState.QUEUED: 0, nb.TaskState.RUNNING: 1, nb.TaskState.DONE: 2}
 
 
-def test_subscriber_gets_snapshots_queued_running_done_in_order(
-    app, backend, release
-):
+def test_subscriber_gets_snapshots_queued_running_done_in_order(app, backend, release):
     @app.task
     def held() -> str:
         release.wait(WAIT_S)
@@ -52,7 +50,7 @@ def test_subscriber_gets_snapshots_queued_running_done_in_order(
 
 def test_states_never_go_backwards_and_progress_only_grows(app, backend):
     @app.task(group="cpu")
-    async def stepwise(progress: Callable[[float], object], i: int) -> int:
+    async def stepwise(progress: Callable[[float], Awaitable[None]], i: int) -> int:
         for step in (0.25, 0.5, 0.75):
             await progress(step)
             await asyncio.sleep(0)
@@ -93,8 +91,8 @@ def test_progress_is_visible_while_the_task_runs(app, backend, release, kind):
         return "ok"
 
     @app.task(group="cpu")
-    async def halfway_async(progress: Callable[[float], object]) -> str:
-        await progress(0.5)  # type: ignore[misc]
+    async def halfway_async(progress: Callable[[float], Awaitable[None]]) -> str:
+        await progress(0.5)
         await asyncio.to_thread(release.wait, WAIT_S)
         return "ok"
 

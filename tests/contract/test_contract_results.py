@@ -93,7 +93,10 @@ def test_a_failed_task_raises_task_failed_with_its_error_record(app, backend):
         failed.result(timeout_s=WAIT_S)
     assert caught.value.task_id == failed.id
     assert caught.value.error is not None
-    assert (caught.value.error.name, caught.value.error.message) == ("ValueError", "bad")
+    assert (caught.value.error.name, caught.value.error.message) == (
+        "ValueError",
+        "bad",
+    )
     assert failed.state is nb.TaskState.ERROR
     assert [(e.name, e.message) for e in tm.errors(failed)] == [("ValueError", "bad")]
     assert tm.get(failed).has_result is False
