@@ -12,10 +12,11 @@ How a new backend joins (one place: this file):
 
 1. Write ``def _mybackend(request) -> Backend``: it returns a :class:`Backend` whose
    ``connect(app, **kw)`` calls ``nb.connect(app, broker=..., **kw)`` on a fresh,
-   isolated place (a vhost, a namespace, a database) made for the test, and closes
-   every manager it made at teardown (``request.addfinalizer``). Fixtures it needs
-   are taken with ``request.getfixturevalue`` (the amqp entry takes ``vhost`` and
-   ``amqp_connect``), so only that backend's tests pay for them.
+   isolated place (a vhost, a namespace, a database) made for the test. The
+   ``backend`` fixture closes every manager at teardown; whatever else the backend
+   made is removed by the fixtures it takes with ``request.getfixturevalue`` (the
+   amqp entry takes ``vhost`` and ``amqp_connect``), so only its own tests pay
+   for them, or by ``request.addfinalizer``.
 2. Say what it can do: ``processes=True`` if ``start_pool(..., processes=True)``
    works on it; ``queued`` if it can count the messages waiting in a group's queue
    (tests then also check the broker is left empty).
