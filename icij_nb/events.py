@@ -25,7 +25,7 @@ from icij_nb.model import (
     utcnow,
 )
 from icij_nb.records import TaskRecords
-from icij_nb.store import TaskStore
+from icij_nb.store.base import Store
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class EventApplier:
     def __init__(
         self,
         records: TaskRecords,
-        store: TaskStore,
+        store: Store,
         broker: Broker,
         *,
         owner: str,

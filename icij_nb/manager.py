@@ -60,7 +60,7 @@ from icij_nb.pools import InKernelPool
 from icij_nb.process_pool import ProcessPool
 from icij_nb.records import Listener, TaskRecords
 from icij_nb.runtime import Runtime, get_runtime
-from icij_nb.store import TaskStore
+from icij_nb.store import Orphan, Store
 from icij_nb.worker_registry import WorkerRegistry
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class TaskManager:
         app: App,
         *,
         broker: Broker,
-        store: TaskStore,
+        store: Store,
         runtime: Runtime | None = None,
     ) -> None:
         self.app = app
@@ -124,11 +124,26 @@ class TaskManager:
     async def _wrap(self, coro: Coroutine[Any, Any, T]) -> T:
         return await self._runtime.wrap(coro)
 
+    async def _settle_orphans(self, orphans: list[Orphan]) -> None:
+        # Tasks of a dead kernel, claimed by this manager: apply each decision
+        # (a lost task gets its TaskLost error event), then track what is unfinished.
+        for orphan in orphans:
+            task, event = orphan.task, orphan.event()
+            if event is not None:
+                task.apply(event)
+                self.store.put_error(task.id, len(task.errors) - 1, task.errors[-1])
+                self.store.put(task)
+            if not task.state.is_ready:
+                self._records.track(task)
+        if orphans:
+            await self.store.flush()
+
     async def _start(self) -> None:
         await self.broker.start()
         try:
             await self.store.open(manager_id=self.id, broker_kind=self.broker.kind)
-            recovered = await self.store.recover(durable_broker=self.broker.durable)
+            orphans = await self.store.recover(durable_broker=self.broker.durable)
+            await self._settle_orphans(orphans)
         except BaseException:
             # A store that cannot be opened (locked, damaged) must not leave a
             # connection behind: the error is all the caller gets.
@@ -136,9 +151,6 @@ class TaskManager:
                 await self.store.close()
             await self.broker.close()
             raise
-        for task in recovered:
-            if not task.state.is_ready:
-                self._records.track(task)
         self._consumer = asyncio.create_task(
             self._events.consume(), name="icij_nb-events"
         )
@@ -883,8 +895,8 @@ def _max_attempts(spec: TaskSpec, max_retries: int | None) -> int:
     return max_retries + 1
 
 
-def _store_label(store: TaskStore) -> str:
-    return "memory" if store.is_memory else store.path
+def _store_label(store: Store) -> str:
+    return store.label
 
 
 def _html(text: str) -> str:
