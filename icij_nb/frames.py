@@ -105,28 +105,33 @@ def assemble_frame(columns: Mapping[str, Any]) -> pd.DataFrame:
             :func:`states_from_values` or :func:`states_from_codes`, times by
             :func:`times_from_iso` or :func:`times_from_us`.
     """
-    frame = pd.DataFrame({"id": _values(columns["id"])})
-    for column in ("name", "group"):
-        frame[column] = _values(columns[column])
-    frame["state"] = columns["state"]
-    frame["progress"] = np.asarray(columns["progress"], dtype=np.float64)
-    frame["attempts"] = np.asarray(columns["attempts"], dtype=np.int64)
-    frame["max_attempts"] = np.asarray(columns["max_attempts"], dtype=np.int64)
-    frame["worker"] = _values(columns["worker"])
-    for column in TIME_COLUMNS:
-        frame[column] = pd.Series(columns[column]).astype(TIME_DTYPE).array
-    frame["duration_s"] = (
-        frame["completed_at"] - frame["started_at"]
-    ).dt.total_seconds()
-    for column in ("args", "result", "error"):
-        frame[column] = _values(columns[column])
-    return frame[list(FRAME_COLUMNS)]
+    times = {
+        column: pd.Series(columns[column]).astype(TIME_DTYPE).array
+        for column in TIME_COLUMNS
+    }
+    duration = (times["completed_at"] - times["started_at"]).total_seconds()
+    data = {
+        "id": _values(columns["id"]),
+        "name": _values(columns["name"]),
+        "group": _values(columns["group"]),
+        "state": columns["state"],
+        "progress": np.asarray(columns["progress"], dtype=np.float64),
+        "attempts": np.asarray(columns["attempts"], dtype=np.int64),
+        "max_attempts": np.asarray(columns["max_attempts"], dtype=np.int64),
+        "worker": _values(columns["worker"]),
+        **times,
+        "duration_s": np.asarray(duration, dtype=np.float64),
+        "args": _values(columns["args"]),
+        "result": _values(columns["result"]),
+        "error": _values(columns["error"]),
+    }
+    return pd.DataFrame(data, columns=list(FRAME_COLUMNS))
 
 
-def _values(values: Sequence[Any]) -> pd.Series:
+def _values(values: Sequence[Any]) -> Sequence[Any] | npt.NDArray[np.object_]:
     # pandas infers the dtype (text columns become ``str``); an empty column,
     # with nothing to infer from, holds Python objects.
-    return pd.Series(list(values), dtype=None if len(values) else object)
+    return values if len(values) else np.array([], dtype=object)
 
 
 def frame_from_rows(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
