@@ -561,3 +561,8 @@ def test_a_path_object_is_a_path_even_when_it_looks_like_a_url(
     tm = make_manager(app, store=Path("odd:name.sqlite3"))
     assert (tmp_path / "odd:name.sqlite3").is_file()
     assert tm.store.label == "odd:name.sqlite3"
+
+
+def test_a_store_of_another_type_is_refused(app):
+    with pytest.raises(ConfigError, match=r"store must be a SQLite file path.*got 42"):
+        nb.connect(app, store=42)
