@@ -37,7 +37,7 @@ from icij_nb.model import Task, TaskState
 from icij_nb.records import Listener
 from icij_nb.runtime import Runtime, close_at_exit, forget_at_exit, get_runtime
 from icij_nb.session import Session
-from icij_nb.store import TaskStore
+from icij_nb.store import Store
 from icij_nb.submission import Submissions
 from icij_nb.waits import Waits
 
@@ -73,7 +73,7 @@ class TaskManager:
         *,
         broker: Broker | None = None,
         engine: Engine | None = None,
-        store: TaskStore,
+        store: Store,
         runtime: Runtime | None = None,
     ) -> None:
         if (broker is None) == (engine is None):
@@ -206,7 +206,7 @@ class TaskManager:
         state = " closed" if self._session.closed else ""
         return (
             f"<TaskManager {self.app.name!r}{state} broker={self.engine.kind} "
-            f"store={_store_label(self.store)} pools={len(self.pools)} "
+            f"store={self.store.label} pools={len(self.pools)} "
             f"tasks={len(self._ledger)}{' ' + counts if counts else ''}>"
         )
 
@@ -218,7 +218,7 @@ class TaskManager:
         pools = ", ".join(repr(p) for p in self.pools) or "none"
         return (
             f"<div><b>TaskManager</b> <code>{self.app.name}</code> "
-            f"({self.engine.kind} broker, store {_store_label(self.store)})"
+            f"({self.engine.kind} broker, store {self.store.label})"
             f"<table><tr>{cells}</tr></table><small>pools: {html.escape(pools)}"
             "</small></div>"
         )
@@ -589,7 +589,3 @@ class TaskManager:
         """The pools running now, in-kernel and process ones."""
         self._pools = [p for p in self._pools if not p.stopped]
         return list(self._pools)
-
-
-def _store_label(store: TaskStore) -> str:
-    return "memory" if store.is_memory else store.path

@@ -23,7 +23,7 @@ from icij_nb.errors import BrokerError, InvalidArguments, InvalidTransition, Unk
 from icij_nb.events import EventConsumer
 from icij_nb.ledger import Ledger
 from icij_nb.model import ErrorEvent, ErrorRecord, RetryEvent, Task, TaskState
-from icij_nb.store import TaskStore
+from icij_nb.store import Orphan, Store
 from icij_nb.submission import Prepared
 from icij_nb.worker_registry import WorkerRegistry
 
@@ -38,9 +38,7 @@ class Session:
         owner: the manager's id (store ownership, logs).
     """
 
-    def __init__(
-        self, app: App, engine: Engine, store: TaskStore, *, owner: str
-    ) -> None:
+    def __init__(self, app: App, engine: Engine, store: Store, *, owner: str) -> None:
         self.app, self.engine, self.store, self.owner = app, engine, store, owner
         self.ledger = Ledger(store)
         self.workers = WorkerRegistry(engine.heartbeats)
@@ -59,7 +57,9 @@ class Session:
         await self.engine.start()
         try:
             await self.store.open(manager_id=self.owner, broker_kind=self.engine.kind)
-            recovered = await self.store.recover(durable_broker=self.engine.durable)
+            await self._settle(
+                await self.store.recover(durable_broker=self.engine.durable)
+            )
         except BaseException:
             # A store that cannot be opened (locked, damaged) must not leave a
             # connection behind: the error is all the caller gets.
@@ -67,14 +67,20 @@ class Session:
                 await self.store.close()
             await self.engine.close()
             raise
-        for task in recovered:
-            if not task.state.is_ready:
-                self.ledger.track(task)
         self._background = [
             asyncio.create_task(self._consumer.consume(), name="icij_nb-events"),
             asyncio.create_task(self.workers.watch(), name="icij_nb-workers"),
         ]
         self.started = True
+
+    async def _settle(self, orphans: list[Orphan]) -> None:
+        """Apply the decisions on tasks a dead kernel left; keep the unfinished."""
+        for orphan in orphans:
+            self.ledger.track(orphan.task)
+        self.ledger.apply(e for o in orphans if (e := o.event()) is not None)
+        self.ledger.forget(o.task.id for o in orphans if o.task.state.is_ready)
+        if orphans:
+            await self.store.flush()
 
     async def close(self, pools: Sequence[Pool]) -> None:
         """Stop the pools (running tasks requeued), flush, disconnect; once."""
