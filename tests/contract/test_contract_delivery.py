@@ -158,7 +158,12 @@ def test_a_killed_worker_process_loses_its_attempt_and_the_task_is_redelivered(
     app, backend
 ):
     if not backend.processes:
-        pytest.skip(f"the {backend.name} backend has no worker processes")
+        # A backend without worker processes refuses them clearly, queuing nothing.
+        tm = backend(app)
+        with pytest.raises(nb.ConfigError, match="worker processes cannot reach"):
+            tm.start_pool("cpu", processes=True)
+        assert tm.pools == []
+        return
     # Files: what the worker processes and this test can both see.
     starts, release = Path("starts.log").absolute(), Path("release").absolute()
 
