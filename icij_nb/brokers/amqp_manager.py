@@ -10,7 +10,7 @@ docs/protocol.md §2.2), broadcasts cancel and shutdown events on the
   does not know, is rejected into ``MANAGER_EVENT_DLQ`` where a person can find it;
 - tasks RabbitMQ dead-lettered (the delivery limit, say), through a durable queue
   of our own bound to ``exchangeDLQTasks`` (``TASK_DLQ`` keeps its copy), turned
-  into ERROR events that say why (docs/protocol.md §4.3);
+  into ERROR events that say why (docs/protocol.md §3.7);
 - observe-only: private queues bound to ``exchangeMainTasks`` and
   ``exchangeManagerEvents``, never ``MANAGER_EVENT``, so the task manager that owns
   the vhost (Datashare's) keeps its events while a notebook watches them;
@@ -76,9 +76,9 @@ EVENT_PREFETCH: Final = 2_000
 _Taken = list[tuple[ManagerEvent, AbstractIncomingMessage]]
 
 
-def dead_letter_queue_name(app: App) -> str:
-    """The durable queue of ours that copies every dead-lettered task of ``app``."""
-    return f"icij_nb.TASK_DLQ.{app.name}"
+def dead_letter_queue_name(app_name: str) -> str:
+    """The durable queue of ours that copies every dead-lettered task of an app."""
+    return f"icij_nb.TASK_DLQ.{app_name}"
 
 
 class AmqpManagerSide:
@@ -259,7 +259,7 @@ class AmqpManagerSide:
         # A durable queue of ours gets a copy of every dead-lettered task, even
         # while no manager runs; TASK_DLQ keeps the original for people.
         dead = await channel.declare_queue(
-            dead_letter_queue_name(self._app), durable=True
+            dead_letter_queue_name(self._app.name), durable=True
         )
         await dead.bind(exchange(EXCHANGE_DLQ_TASKS), ROUTING_DLQ_TASKS)
         return [(events, "events"), (dead, "dlq")]

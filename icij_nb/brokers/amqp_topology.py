@@ -1,7 +1,7 @@
 """icij-worker's topology, declared on RabbitMQ: exchanges, queues, bindings, policies.
 
 :mod:`icij_nb.brokers.topology` names everything a peer must agree on
-(docs/protocol.md §1, §2); :class:`AmqpTopology` declares it on the publisher channel
+(docs/protocol.md §1); :class:`AmqpTopology` declares it on the publisher channel
 of an :class:`~icij_nb.brokers.amqp_connection.AmqpConnection`, with exactly
 icij-worker's arguments, PUTs icij-worker's policies through the management API,
 and keeps the declared exchanges for both sides of the broker to publish on and
@@ -11,7 +11,7 @@ lacks, becomes a :class:`~icij_nb.errors.BrokerError` that says what to do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import aio_pika
 import aiormq.exceptions
@@ -43,8 +43,8 @@ from icij_nb.brokers.topology import (
 from icij_nb.errors import BrokerError
 
 _DIRECT, _FANOUT = aio_pika.ExchangeType.DIRECT, aio_pika.ExchangeType.FANOUT
-#: every exchange, with its type (docs/protocol.md §1.1)
-_EXCHANGES = (
+#: every exchange icij_nb declares, with its type (docs/protocol.md §1.1)
+EXCHANGES: Final[tuple[tuple[str, aio_pika.ExchangeType], ...]] = (
     (EXCHANGE_TASKS, _DIRECT),
     (EXCHANGE_DLQ_TASKS, _DIRECT),
     (EXCHANGE_MANAGER_EVENTS, _DIRECT),
@@ -96,7 +96,7 @@ class AmqpTopology:
     async def declare(self) -> None:
         """Declare the exchanges, then (unless observing) the queues of every group."""
         channel = self._connection.publisher
-        for name, kind in _EXCHANGES:
+        for name, kind in EXCHANGES:
             try:
                 self._exchanges[name] = await channel.declare_exchange(
                     name, kind, durable=True

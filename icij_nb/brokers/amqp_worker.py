@@ -2,7 +2,7 @@
 
 :class:`AmqpWorkerSide` consumes ``TASK`` or ``TASK.<group>`` with late acks
 (:class:`AmqpDelivery` settles each message once); a body that does not parse is
-rejected into ``TASK_DLQ`` at once, never left unsettled (docs/protocol.md §6).
+rejected into ``TASK_DLQ`` at once, never left unsettled (docs/protocol.md §3.4).
 Events go to ``exchangeManagerEvents`` with a ``workerId`` header, and are sent
 again once a lost connection comes back. Each worker has its
 ``WORKER_EVENT-<id>`` queue on the fanout of cancel and shutdown broadcasts,
