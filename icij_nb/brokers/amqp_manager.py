@@ -29,7 +29,12 @@ from typing import Final
 
 import aio_pika
 import aiormq.exceptions
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from icij_nb.app import App
 from icij_nb.brokers import wire
@@ -73,6 +78,7 @@ PUBLISH_CHUNK: Final = 500
 #: deliveries the event consumer holds at once
 EVENT_PREFETCH: Final = 2_000
 
+#: events of one batch, each with the message that brought it
 _Taken = list[tuple[ManagerEvent, AbstractIncomingMessage]]
 
 
@@ -130,7 +136,7 @@ class AmqpManagerSide:
                 raise self._publish_failure(tasks[start + len(chunk) :], failed)
 
     async def _publish_task(
-        self, exchange: aio_pika.abc.AbstractExchange, task: Task, published_at: str
+        self, exchange: AbstractExchange, task: Task, published_at: str
     ) -> None:
         message = aio_pika.Message(
             wire.encode_task(task),
