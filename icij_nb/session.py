@@ -128,7 +128,9 @@ class Session:
             if self.ledger.get(task.id) is not None:
                 msg = f"a task with id {task.id!r} exists already; choose another id"
                 raise InvalidArguments(msg)
-        # Tracked (CREATED) before submitting: a worker may answer first.
+        # Tracked (CREATED) before submitting: a worker may answer first. They go
+        # out CREATED, as icij-worker's manager sends a first enqueue
+        # (docs/protocol.md §2.4).
         for task in tasks:
             self.ledger.track(task)
         try:

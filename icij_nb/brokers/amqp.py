@@ -60,7 +60,6 @@ class AmqpBroker(Broker):
 
     kind = "amqp"
     durable = True
-    late_ack = True
 
     def __init__(
         self,
