@@ -81,11 +81,14 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 parts = package.split(".")
                 base = ".".join([*parts[: len(parts) - node.level + 1], base])
                 base = base.rstrip(".")
-            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            # ``from package import module`` imports the module, not a name
+            names = [f"{base}.{a.name}" for a in node.names]
+            targets = [n for n in names if n in known] or [base]
         for target in targets:
             while target and target not in known:
                 target = target.rpartition(".")[0]
-            if target and target != name and target != "icij_nb":
+            # A module's own packages are imported with it, by Python itself.
+            if target and not (name == target or name.startswith(target + ".")):
                 out.add(target)
     return out
 
