@@ -4,26 +4,23 @@ How it runs (see docs/board.md):
 
 - **one thread owns it**: the board's state (a :class:`~icij_nb.board_table.BoardTable`,
   the filters, the sort, the page) lives on the runtime thread. The manager calls the
-  board's listener there with snapshots of changed tasks; the listener only files
-  them, and a timer on the runtime loop (``loop.call_later``) applies them and
-  renders at most once every ``refresh_s``. Widgets are updated only by setting
-  traits from that thread, so the board keeps moving while a cell blocks.
+  board's listener there with snapshots of changed tasks; the listener files them
+  (:mod:`icij_nb.board_changes`), and a timer applies them and renders at most once
+  every ``refresh_s``. Widgets are updated only by setting traits from that thread,
+  so the board keeps moving while a cell blocks.
 - **the public methods** (``set_filter``, ``sort``, ``frame``, ``cancel``...) run
   their work on the runtime thread and wait for it, so when they return the widgets
-  show the result. Widget events (typing in a filter, clicking a button) arrive on
-  the kernel's thread and are handed to the runtime thread without waiting.
-- **where widgets cannot render** (nbviewer, GitHub, a papermill output notebook),
-  the display bundle also carries static HTML and text of the last render. A
-  blocking ``tm.gather``/``tm.wait``/``tm.result`` ends by refreshing every board of
-  its manager and, from the kernel's main thread, updating the displayed output
-  (``update_display``), so a notebook run to the end shows the final state.
+  show the result. Widget events are handed to the runtime thread without waiting.
+- **what it is made of**: this module owns the state and the threading; the
+  actions on tasks and the detail view are :mod:`icij_nb.board_actions`, the
+  rendering, the static snapshot (nbviewer, papermill) and the update after a
+  blocking ``tm.gather``/``tm.wait``/``tm.result`` are :mod:`icij_nb.board_display`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from icij_nb.board_actions import BoardActions, BoardHooks, check_group
+from icij_nb.board_changes import PendingChanges
 from icij_nb.board_display import EMPTY_MESSAGE as EMPTY_MESSAGE
 from icij_nb.board_display import BoardDisplay, PageState, page_count
 from icij_nb.board_table import (
@@ -55,9 +53,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 #: how often the board counts live workers (from their heartbeats)
 _WORKERS_EVERY_S: Final = 2.0
-#: task changes a timed refresh applies at most; a burst (a map of 100,000 tasks)
-#: is applied over several refreshes, so the runtime loop is never held for long
-_CHANGES_PER_REFRESH: Final = 2_000
 
 
 class TaskBoard:
@@ -102,20 +97,18 @@ class TaskBoard:
         self._manager = manager
         self._runtime = manager.runtime
         self._page_size = page_size
-        self._refresh_s = float(refresh_s)
         self._table = BoardTable()
         self._filters = Filters()
         self._sort: tuple[str, bool] = ("created_at", True)
         self._page = 0
         self._view = np.zeros(0, dtype=np.int64)
-        self._pending: dict[str, Task] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._last_refresh = float("-inf")
+        self._pending = PendingChanges(
+            float(refresh_s), lambda limit: self._refresh_now(limit=limit)
+        )
         self._workers: dict[str | None, int] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._widget_event = False
         self._closed = False
-        self._loading = True  # changes wait in _pending until the first load
         self._unsubscribe: Callable[[], None] | None = None
         #: CPU seconds of the runtime thread per refresh (the last 1,000)
         self._refresh_cpu_s: collections.deque[float] = collections.deque(maxlen=1000)
@@ -220,7 +213,7 @@ class TaskBoard:
         # This session's records: the table shares their ids, args and results.
         live = {t.id: t for t in self._manager.live_tasks()}
         self._table.load_frame(frame, live)
-        self._loading = False
+        self._pending.start(self._loop)
         self._filters = self._checked_filters(wanted)
         self._apply_pending()
         self._ui.show_filters(self._filters, self._sort, self._known_groups())
@@ -241,6 +234,7 @@ class TaskBoard:
 
     def _discard(self) -> None:
         self._closed = True
+        self._pending.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
         for widget in self._ui.all():
@@ -256,43 +250,21 @@ class TaskBoard:
     def _close(self) -> None:
         if self._closed:
             return
-        for handle in (self._timer, self._tick_handle):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._tick_handle = None
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
         self._discard()
 
     # -- changes from the manager (runtime thread) -------------------------------------
 
     def _on_tasks(self, tasks: list[Task]) -> None:
-        if self._closed:
-            return
-        pending = self._pending
-        for task in tasks:
-            pending[task.id] = task
-        if self._timer is None and not self._loading:
-            delay = max(0.0, self._last_refresh + self._refresh_s - self._loop.time())
-            self._timer = self._loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._closed:
-            return
-        try:
-            self._refresh_now(limit=_CHANGES_PER_REFRESH)
-        except Exception:
-            logger.exception("task board refresh failed")
-        if self._pending and not self._closed:
-            self._timer = self._loop.call_later(0, self._on_timer)  # the rest
+        if not self._closed:
+            self._pending.add(tasks)
 
     def _apply_pending(self, limit: int | None = None) -> bool:
-        pending = self._pending
-        if not pending:
+        tasks = self._pending.take(limit)
+        if not tasks:
             return False
-        if limit is None or len(pending) <= limit:
-            tasks, self._pending = list(pending.values()), {}
-        else:  # the oldest changes first
-            tasks = [pending.pop(k) for k in list(itertools.islice(pending, limit))]
         self._table.upsert(tasks)
         self._actions.update_detail(tasks)
         return True
@@ -301,10 +273,7 @@ class TaskBoard:
         self, *, force_view: bool = False, limit: int | None = None
     ) -> None:
         cpu = time.thread_time()
-        self._last_refresh = self._loop.time()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._pending.refreshed(self._loop.time())
         self._count_workers()
         if self._apply_pending(limit) or force_view:
             mask = self._table.select(self._filters)
