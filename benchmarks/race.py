@@ -115,8 +115,9 @@ for _ in range(config["latency"]):
     start = time.perf_counter()
     noop.delay().get(timeout=30)
     samples.append(time.perf_counter() - start)
-print(json.dumps({"tps": config["tasks"] / elapsed, "cpu_us": cpu / config["tasks"] * 1e6,
-                  "latency_s": samples}), flush=True)
+cpu_us = cpu / config["tasks"] * 1e6
+out = {"tps": config["tasks"] / elapsed, "cpu_us": cpu_us, "latency_s": samples}
+print(json.dumps(out), flush=True)
 """
 
 
@@ -279,7 +280,7 @@ def record(figures: dict[str, Figure], key: str, result: dict[str, Any]) -> None
         figures[f"{key}_cpu"].values.append(cpu)
 
 
-# -- targets -----------------------------------------------------------------------------
+# -- targets ---------------------------------------------------------------------------
 
 #: (name, numerator figure, denominator figure, factor, ">=" or "<=")
 TARGETS = (
