@@ -52,10 +52,12 @@ from typing import Any
 import amqp as base
 from figures import Figure, percentile
 
+from icij_nb.app import DEFAULT_ASYNC_CONCURRENCY
+
 PROCESSES = 2
 PIPELINED_PREFETCH = 200
 #: icij_nb's documented default concurrency for async tasks in a process pool
-BEST_CONCURRENCY = 16
+BEST_CONCURRENCY = DEFAULT_ASYNC_CONCURRENCY
 CELERY_LATENCY_CALLS = 200
 REPO = Path(__file__).resolve().parents[1]
 BENCH_VENV_SCRIPT = REPO / "scripts" / "bench_venv.sh"
