@@ -51,6 +51,9 @@ class Applied(Generic[E]):
     #: tasks put back in the queue by the rules (a failed attempt with retries
     #: left, a retry): the engine must queue them again
     requeue: list[Task] = field(default_factory=list)
+    #: CANCELLED tasks a worker started anyway (it never heard the cancel): the
+    #: engine must tell it again
+    stop: list[Task] = field(default_factory=list)
     #: events for tasks the ledger does not hold
     unknown: list[E] = field(default_factory=list)
 
@@ -149,6 +152,9 @@ class Ledger:
             effect = self._apply_one(task, event)
             if effect is Effect.NONE:
                 continue
+            if effect is Effect.STOP:
+                applied.stop.append(task)
+                continue
             changed[task.id] = task
             if effect is Effect.REPUBLISH:
                 applied.requeue.append(task)
@@ -162,7 +168,7 @@ class Ledger:
     def _apply_one(self, task: Task, event: LedgerEvent) -> Effect:
         before, known_errors = task.state, len(task.errors)
         effect = task.apply(event)
-        if effect is Effect.NONE:
+        if effect is Effect.NONE or effect is Effect.STOP:
             return effect
         self._records.moved(task, before)
         # Error events, and the WorkerLost record of a redelivery, add records.

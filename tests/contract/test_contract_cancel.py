@@ -28,8 +28,10 @@ def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(
         "AmqpBroker defect: the cancel of a QUEUED task is only broadcast to the "
         "workers listening at that moment (the fanout of WORKER_EVENT-<id> queues) "
         "and its message stays in TASK.<group>; a pool started later never heard "
-        "the cancel and runs the function (the manager keeps the task CANCELLED "
-        "and drops the result)",
+        "the cancel and starts the function. The manager keeps the task CANCELLED "
+        "and, hearing it run, broadcasts the cancel again, which stops a long "
+        "function (test_a_task_cancelled_while_queued_is_stopped_if_a_late_pool_"
+        "starts_it); a short one has finished by then",
     )
     ran: list[int] = []
 
@@ -52,6 +54,34 @@ def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(
     assert ran == [0, 2]
     assert handles[1].state is nb.TaskState.CANCELLED
     assert tm.get(handles[1]).attempts == 0
+
+
+def test_a_task_cancelled_while_queued_is_stopped_if_a_late_pool_starts_it(
+    app, backend
+):
+    finished: list[str] = []
+
+    @app.task(group="io")
+    async def slow(tag: str) -> str:
+        await asyncio.sleep(WAIT_S)
+        finished.append(tag)
+        return tag
+
+    @app.task(group="io")
+    def quick() -> str:
+        return "quick"
+
+    tm = backend(app)
+    cancelled = tm.submit("slow", {"tag": "cancelled"})
+    cancelled.cancel()
+    after = tm.submit("quick")
+    tm.start_pool("io", workers=1)
+
+    # The one worker gets to the task behind it: the cancelled one did not hold it.
+    assert after.result(timeout_s=WAIT_S) == "quick"
+    with pytest.raises(nb.TaskCancelled):
+        cancelled.result(timeout_s=WAIT_S)
+    assert finished == []
 
 
 def test_cancelled_queued_task_behind_a_busy_worker_never_starts(app, backend, release):
