@@ -37,6 +37,7 @@ from icij_nb.brokers.topology import (
     mask_url,
 )
 from icij_nb.model import ManagerEvent, Task, WorkerBroadcast, WorkerStatus
+from icij_nb.output import OutputChunk
 
 
 class AmqpBroker(Broker):
@@ -167,3 +168,6 @@ class AmqpBroker(Broker):
 
     async def publish_heartbeat(self, statuses: Sequence[WorkerStatus]) -> None:
         await self._worker.publish_heartbeat(statuses)
+
+    async def publish_output(self, chunks: Sequence[OutputChunk]) -> None:
+        await self._worker.publish_output(chunks)

@@ -30,6 +30,8 @@ EXCHANGE_MONITORING: Final = "exchangeMonitoring"
 
 #: icij_nb's own fanout for worker heartbeats; icij-worker peers never see it.
 EXCHANGE_HEARTBEATS: Final = "exchangeIcijNbWorkers"
+#: icij_nb's own fanout for the output of running tasks; icij-worker never sees it.
+EXCHANGE_OUTPUT: Final = "exchangeIcijNbOutput"
 
 ROUTING_TASKS: Final = "routingKeyMainTasks"
 ROUTING_DLQ_TASKS: Final = "routingKeyDLQTasks"
