@@ -249,6 +249,12 @@ def install() -> None:
             root.addHandler(handler)
 
 
+def ensure_installed() -> None:
+    """:func:`install` again if someone replaced ``sys.stdout`` or ``sys.stderr``."""
+    if not isinstance(sys.stdout, _Router) or not isinstance(sys.stderr, _Router):
+        install()
+
+
 def original_stream(name: str) -> TextIO | None:
     """The stream ``sys.<name>`` stood for before :func:`install` (or itself)."""
     current = getattr(sys, name, None)

@@ -36,7 +36,7 @@ from typing import Any
 from icij_nb.app import App, TaskSpec
 from icij_nb.brokers.base import Broker, Delivery
 from icij_nb.brokers.wire import to_snake_case
-from icij_nb.capture import TaskCapture, capturing
+from icij_nb.capture import TaskCapture, capturing, ensure_installed
 from icij_nb.context import running_task
 from icij_nb.errors import InvalidProgress, InvalidResult, TaskTimeout, UnknownTask
 from icij_nb.jsonvalues import json_problem
@@ -271,6 +271,7 @@ class Worker:
         if owner is None:  # pragma: no cover - handle() always runs in a task
             msg = "Worker.handle() must run inside an asyncio task"
             raise RuntimeError(msg)
+        ensure_installed()  # a stream replaced since the pool started (pytest does)
         capture = TaskCapture(
             task.id,
             f"{self.worker_id}:{next(_RUNS)}",
