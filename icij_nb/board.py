@@ -73,7 +73,7 @@ class TaskBoard:
 
     Raises:
         InvalidFilter: an unknown state or group (the message lists the valid ones).
-        ValueError: a bad ``page_size`` or ``refresh_s``.
+        InvalidFilter: a bad ``page_size`` or ``refresh_s``.
 
     Example:
         board = tm.board(group="cpu", states=["RUNNING", "ERROR"])

@@ -154,21 +154,21 @@ KEEP: Final[Any] = object()
 def check_int(what: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         msg = f"{what} must be an int, got {value!r}"
-        raise ValueError(msg)
+        raise InvalidFilter(msg)
     return value
 
 
 def check_board_options(page_size: object, refresh_s: object) -> None:
     if check_int("page_size", page_size) < 1:
         msg = f"page_size must be >= 1, got {page_size!r}"
-        raise ValueError(msg)
+        raise InvalidFilter(msg)
     if (
         not isinstance(refresh_s, int | float)
         or isinstance(refresh_s, bool)
         or not refresh_s > 0
     ):
         msg = f"refresh_s must be a number of seconds > 0, got {refresh_s!r}"
-        raise ValueError(msg)
+        raise InvalidFilter(msg)
 
 
 def filter_changes(**given: Any) -> dict[str, Any]:

@@ -23,16 +23,20 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from icij_nb.model import (
+    CancelledEvent,
     Effect,
     ErrorEvent,
     ErrorRecord,
     LedgerEvent,
     QueuedEvent,
+    RetryEvent,
     Task,
     TaskState,
+    utcnow,
 )
 from icij_nb.records import Listener, TaskRecords
 from icij_nb.store import Store
@@ -68,6 +72,9 @@ class Ledger:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._records = TaskRecords()
+        #: when tasks now queued again by a retry were retried: a cancel dated
+        #: before that is about the message the retry replaced
+        self._retried_at: dict[str, datetime] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -149,6 +156,8 @@ class Ledger:
             if task is None:
                 applied.unknown.append(event)
                 continue
+            if self._retried_at and self._before_retry(task, event):
+                continue
             effect = self._apply_one(task, event)
             if effect is Effect.NONE:
                 continue
@@ -158,12 +167,26 @@ class Ledger:
             changed[task.id] = task
             if effect is Effect.REPUBLISH:
                 applied.requeue.append(task)
+                if isinstance(event, RetryEvent):
+                    self._retried_at[task.id] = utcnow()
             elif task.state.is_ready:
                 self._records.resolve(task.id)
+                self._retried_at.pop(task.id, None)
         if changed:
             applied.changed = list(changed.values())
             self._records.notify(applied.changed)
         return applied
+
+    def _before_retry(self, task: Task, event: LedgerEvent) -> bool:
+        # A worker skipping the message of a task cancelled while queued dates its
+        # CancelledEvent as the cancel; the task retried since runs anew.
+        retried = self._retried_at.get(task.id)
+        return (
+            retried is not None
+            and isinstance(event, CancelledEvent)
+            and not event.requeue
+            and event.created_at < retried
+        )
 
     def _apply_one(self, task: Task, event: LedgerEvent) -> Effect:
         before, known_errors = task.state, len(task.errors)

@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 import pytest
-from backends import WAIT_S, xfail_on
+from backends import WAIT_S
 
 import icij_nb as nb
 from icij_nb.testing import wait_until
@@ -18,21 +18,7 @@ def _wait_running(handle: nb.TaskHandle, what: str = "the task to run") -> None:
     )
 
 
-def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(
-    app, backend, request
-):
-    xfail_on(
-        request,
-        backend,
-        "amqp",
-        "AmqpBroker defect: the cancel of a QUEUED task is only broadcast to the "
-        "workers listening at that moment (the fanout of WORKER_EVENT-<id> queues) "
-        "and its message stays in TASK.<group>; a pool started later never heard "
-        "the cancel and starts the function. The manager keeps the task CANCELLED "
-        "and, hearing it run, broadcasts the cancel again, which stops a long "
-        "function (test_a_task_cancelled_while_queued_is_stopped_if_a_late_pool_"
-        "starts_it); a short one has finished by then",
-    )
+def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(app, backend):
     ran: list[int] = []
 
     @app.task(group="io")
@@ -56,9 +42,7 @@ def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(
     assert tm.get(handles[1]).attempts == 0
 
 
-def test_a_task_cancelled_while_queued_is_stopped_if_a_late_pool_starts_it(
-    app, backend
-):
+def test_a_task_cancelled_while_queued_never_holds_a_pool_started_later(app, backend):
     finished: list[str] = []
 
     @app.task(group="io")
