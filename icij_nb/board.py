@@ -253,6 +253,7 @@ class TaskBoard:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        self._actions.close()
         self._discard()
 
     # -- changes from the manager (runtime thread) -------------------------------------

@@ -25,10 +25,14 @@ from icij_nb.board_table import BoardTable
 from icij_nb.board_widgets import CANCELLABLE, BoardRow, BoardWidgets
 from icij_nb.errors import InvalidFilter, InvalidTransition
 from icij_nb.model import Task, TaskState
+from icij_nb.output import AttemptOutput, OutputChunk
 from icij_nb.runtime import Runtime
 from icij_nb.view import TaskView
 
 logger = logging.getLogger(__name__)
+
+#: the least time between two redraws of the detail view for new output
+OUTPUT_REDRAW_S = 0.3
 
 
 def check_group(group: str | None, known: list[str]) -> None:
@@ -91,6 +95,10 @@ class BoardActions:
         self._background: set[asyncio.Task[Any]] = set()
         #: the task the detail view shows (None: the view is closed)
         self.detail: Task | None = None
+        #: its output, one entry per attempt
+        self.detail_output: list[AttemptOutput] = []
+        self._output_due: asyncio.TimerHandle | None = None
+        self._unsubscribe_output: Callable[[], None] | None = None
 
     def connect(self) -> None:
         """Wire the row and group buttons to the actions."""
@@ -101,6 +109,15 @@ class BoardActions:
             row.cancel_button.on_click(self._row_action(row, "cancel"))
             row.retry_button.on_click(self._row_action(row, "retry"))
             row.detail_button.on_click(self._row_action(row, "detail"))
+        self._unsubscribe_output = self._view.subscribe_output(self._on_output)
+
+    def close(self) -> None:
+        """Stop following output (the board closes)."""
+        if self._unsubscribe_output is not None:
+            self._unsubscribe_output()
+            self._unsubscribe_output = None
+        if self._output_due is not None:
+            self._output_due.cancel()
 
     # -- the actions (runtime thread) --------------------------------------------------
 
@@ -153,12 +170,13 @@ class BoardActions:
         """Open the detail view on one task."""
         self._hooks.check_open()
         task = await self._view.get_async(task_id)
-        self.detail = task
-        self._ui.show_detail(H.detail_html(task))
+        output = await self._view.attempt_outputs_async(task_id)
+        self.detail, self.detail_output = task, output
+        self._ui.show_detail(H.detail_html(task, output))
 
     def hide_detail(self) -> None:
         """Close the detail view."""
-        self.detail = None
+        self.detail, self.detail_output = None, []
         self._ui.hide_detail()
 
     def update_detail(self, tasks: Iterable[Task]) -> None:
@@ -169,7 +187,21 @@ class BoardActions:
         for task in tasks:
             if task.id == detail.id:
                 self.detail = task
-                self._ui.show_detail(H.detail_html(task))
+                self._ui.show_detail(H.detail_html(task, self.detail_output))
+
+    def _on_output(self, chunk: OutputChunk) -> None:
+        # The detail view grows with the task's output, redrawn at most every
+        # OUTPUT_REDRAW_S (on the runtime thread).
+        detail = self.detail
+        if detail is None or chunk.task_id != detail.id or self._output_due:
+            return
+        loop = asyncio.get_running_loop()
+        self._output_due = loop.call_later(OUTPUT_REDRAW_S, self._redraw_output)
+
+    def _redraw_output(self) -> None:
+        self._output_due = None
+        if self.detail is not None:
+            self._spawn(self.show_detail(self.detail.id), "output of the detail view")
 
     # -- clicks (kernel thread) -> runtime thread --------------------------------------
 

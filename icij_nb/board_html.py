@@ -19,6 +19,7 @@ from typing import Any, Final
 from icij_nb.board_table import N_STATES, STATES, to_json
 from icij_nb.handles import STATE_COLOURS
 from icij_nb.model import ErrorRecord, Task, TaskState
+from icij_nb.output import AttemptOutput
 
 #: (key, title, width in px) of the row cells, in order
 COLUMNS: Final = (
@@ -348,8 +349,8 @@ def _capped_json(value: Any) -> str:
     return text
 
 
-def detail_html(task: Task) -> str:
-    """Everything about one task: fields, args, result, every error with its trace."""
+def detail_html(task: Task, output: Sequence[AttemptOutput] = ()) -> str:
+    """Everything about one task: fields, args, result, output, errors and traces."""
     fields = [
         ("name", task.name),
         ("group", group_label(task.group)),
@@ -375,6 +376,12 @@ def detail_html(task: Task) -> str:
     ]
     if task.has_result:
         parts += ["<b>result</b>", _pre(_capped_json(task.result))]
+    for number, attempt in enumerate(output, 1):
+        parts.append(
+            f"<b>output of attempt {number}</b> on {esc(attempt.worker_id)}"
+            f"{'' if attempt.final else ' (so far)'}"
+        )
+        parts.append(_pre(attempt.text or "(nothing)"))
     if task.errors:
         parts.append(f"<b>errors ({len(task.errors)}, oldest first)</b>")
         parts += [_error_block(i, e) for i, e in enumerate(task.errors, 1)]

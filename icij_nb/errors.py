@@ -86,9 +86,27 @@ class StoreError(IcijNbError):
 class ManagerClosed(IcijNbError):
     """An operation was asked of a manager or pool that is closed."""
 
+    @classmethod
+    def of_app(cls, app: str) -> ManagerClosed:
+        """The error for the closed manager of app ``app``."""
+        msg = (
+            f"the task manager of app {app!r} is closed; "
+            "nothing was submitted. Call nb.connect(app) for a new one."
+        )
+        return cls(msg)
+
 
 class ManagerNotStarted(IcijNbError):
     """A TaskManager built by hand was used before ``start()``."""
+
+    @classmethod
+    def of_app(cls, app: str) -> ManagerNotStarted:
+        """The error for the unstarted manager of app ``app``."""
+        msg = (
+            f"the task manager of app {app!r} was not started: build "
+            "one with nb.connect(app), or call tm.start() on one you constructed"
+        )
+        return cls(msg)
 
 
 class ObserveOnly(IcijNbError):

@@ -7,7 +7,8 @@ a placeholder when observing), applies them through the
 back, and settles the batch: with a durable engine only once the store holds the
 batch's effect, so a crash loses no event. Batches that arrive close together share
 one store write. Events for tasks it cannot find are rejected into the engine's dead
-letters, never fatal.
+letters, never fatal. The output of running tasks a batch carries goes to the
+:class:`~icij_nb.output_log.OutputLog` first (output is not state).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from icij_nb.brokers.base import EventBatch
 from icij_nb.engine import Engine
 from icij_nb.ledger import Ledger
 from icij_nb.model import ManagerEvent, Task
+from icij_nb.output_log import OutputLog
 from icij_nb.store import Store
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class EventConsumer:
 
     Args:
         ledger: the manager's records and their write path.
+        outputs: where the tasks' output goes (not state: beside the ledger).
         store: the ledger's store, flushed before a durable batch is settled.
         engine: where events come from and requeued tasks go.
         owner: the manager's id, for the log.
@@ -45,6 +48,7 @@ class EventConsumer:
     def __init__(
         self,
         ledger: Ledger,
+        outputs: OutputLog,
         store: Store,
         engine: Engine,
         *,
@@ -52,6 +56,7 @@ class EventConsumer:
         closed: Callable[[], bool],
     ) -> None:
         self._ledger, self._store, self._engine = ledger, store, engine
+        self._outputs = outputs
         self._owner = owner
         self._closed = closed
         self._to_settle: list[tuple[EventBatch, list[ManagerEvent]]] = []
@@ -64,6 +69,8 @@ class EventConsumer:
             async for batch in self._engine.events():
                 try:
                     self._ledger.adopt(batch.seen)
+                    if batch.outputs:
+                        self._outputs.take(batch.outputs)
                     rejected = await self.apply(batch.events)
                 except Exception:
                     logger.exception(

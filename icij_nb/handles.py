@@ -75,6 +75,10 @@ class TaskHandle:
         """True once the task is DONE, ERROR or CANCELLED."""
         return self.state.is_ready
 
+    def output(self, *, attempt: int | None = None) -> str:
+        """What the task wrote and logged, one tagged line each (docs/output.md)."""
+        return self._view.output(self.id, attempt=attempt)
+
     def result(self, *, timeout_s: float | None = None) -> Any:
         """Block until the task is ready and return its result.
 

@@ -13,14 +13,12 @@ path). On the runtime loop it:
 
 It implements :class:`~icij_nb.view.TaskView`, what handles, the board and the magics
 use. Every operation has a blocking form for cells (``tm.gather(hs)``) and an
-awaitable twin with the ``_async`` suffix (``await tm.gather_async(hs)``). Blocking
-calls never run on the runtime loop, so they cannot deadlock it, and Ctrl-C cancels
-the wait.
+awaitable twin (``await tm.gather_async(hs)``); blocking calls never run on the
+runtime loop, and Ctrl-C cancels the wait.
 """
 
 from __future__ import annotations
 
-import html
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,7 +31,10 @@ from icij_nb.brokers.base import Broker
 from icij_nb.engine import Engine, Pool, PoolOptions
 from icij_nb.errors import ConfigError, ManagerClosed, ManagerNotStarted, ObserveOnly
 from icij_nb.handles import TaskBatch, TaskHandle
+from icij_nb.manager_repr import manager_html, manager_text
 from icij_nb.model import Task, TaskState
+from icij_nb.output import AttemptOutput, pick_text
+from icij_nb.output_log import OutputListener
 from icij_nb.records import Listener
 from icij_nb.runtime import Runtime, close_at_exit, forget_at_exit, get_runtime
 from icij_nb.session import Session
@@ -90,7 +91,9 @@ class TaskManager:
         self._session = Session(app, engine, store, owner=self.id)
         self._ledger = self._session.ledger
         self._submissions = Submissions(app)
-        self._waits = Waits(self._ledger, self._session.load, self._runtime)
+        self._waits = Waits(
+            self._ledger, self._session.load, self._runtime, self._session.outputs
+        )
         self._pools: list[Pool] = []
 
     @property
@@ -183,44 +186,22 @@ class TaskManager:
 
     def _check_open(self) -> None:
         if self._session.closed:
-            msg = (
-                f"the task manager of app {self.app.name!r} is closed; "
-                "nothing was submitted. Call nb.connect(app) for a new one."
-            )
-            raise ManagerClosed(msg)
+            raise ManagerClosed.of_app(self.app.name)
         if not self._session.started:
-            msg = (
-                f"the task manager of app {self.app.name!r} was not started: build "
-                "one with nb.connect(app), or call tm.start() on one you constructed"
-            )
-            raise ManagerNotStarted(msg)
+            raise ManagerNotStarted.of_app(self.app.name)
 
     # -- reprs ------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        counts = " ".join(
-            f"{s.value.lower()}={n}"
-            for s, n in sorted(self._ledger.counts.items())
-            if n
-        )
-        state = " closed" if self._session.closed else ""
-        return (
-            f"<TaskManager {self.app.name!r}{state} broker={self.engine.kind} "
-            f"store={self.store.label} pools={len(self.pools)} "
-            f"tasks={len(self._ledger)}{' ' + counts if counts else ''}>"
+        kind, label = self.engine.kind, self.store.label
+        tasks = len(self._ledger)
+        return manager_text(
+            self, app=self.app.name, engine=kind, store=label, tasks=tasks
         )
 
     def _repr_html_(self) -> str:
-        cells = "".join(
-            f"<td>{s.value}: <b>{self._ledger.counts.get(s, 0)}</b></td>"
-            for s in TaskState
-        )
-        pools = ", ".join(repr(p) for p in self.pools) or "none"
-        return (
-            f"<div><b>TaskManager</b> <code>{self.app.name}</code> "
-            f"({self.engine.kind} broker, store {self.store.label})"
-            f"<table><tr>{cells}</tr></table><small>pools: {html.escape(pools)}"
-            "</small></div>"
+        return manager_html(
+            self, app=self.app.name, engine=self.engine.kind, store=self.store.label
         )
 
     # -- submission -------------------------------------------------------------
@@ -337,12 +318,10 @@ class TaskManager:
         return self._session.workers.alive_by_group()
 
     def workers(self) -> pd.DataFrame:
-        """The workers heard from lately, one row each (no I/O).
+        """The workers heard from lately, one row each (no I/O; docs/rabbitmq.md).
 
         Columns: worker, group, app, host, pid, task (what it runs now, or None),
-        last_seen (UTC), alive (heard from within three heartbeats). Pools send a
-        heartbeat every 5 s, on an exchange icij-worker peers ignore; icij-worker's
-        own workers send none and do not appear here.
+        last_seen (UTC), alive (heard from within three heartbeats of 5 s).
         """
         return self._session.workers.frame()
 
@@ -351,8 +330,7 @@ class TaskManager:
     def peek(self, task_id: str) -> Task | None:
         """The live record of a task of this session, without I/O (or None).
 
-        The record changes as events arrive: read it, don't keep it (use
-        :meth:`get` for a snapshot).
+        It changes as events arrive: read it, don't keep it (:meth:`get` copies).
         """
         return self._ledger.get(task_id)
 
@@ -426,7 +404,8 @@ class TaskManager:
             TaskCancelled: it was cancelled.
             WaitTimeout: ``timeout_s`` passed first; the task goes on.
         """
-        return self._waits.block(self._waits.result(_task_id(task), timeout_s))
+        task_id = _task_id(task)
+        return self._waits.block(self._waits.result(task_id, timeout_s), [task_id])
 
     async def result_async(
         self, task: TaskRef, *, timeout_s: float | None = None
@@ -441,6 +420,7 @@ class TaskManager:
         timeout_s: float | None = None,
         return_exceptions: bool = False,
         cancel_on_interrupt: bool = False,
+        show_output: bool | None = None,
     ) -> list[Any]:
         """Block until every task is ready; return their results in order.
 
@@ -451,11 +431,13 @@ class TaskManager:
                 raising the first one.
             cancel_on_interrupt: on Ctrl-C (kernel interrupt) also cancel the tasks
                 that are not finished; by default only the wait stops.
+            show_output: print the tasks' output under the cell as it comes
+                (default: :attr:`show_output`).
         """
         task_ids = [_task_id(t) for t in tasks]
         wait = self._waits.gather(task_ids, timeout_s, return_exceptions)
         try:
-            return self._waits.block(wait)
+            return self._waits.block(wait, task_ids, show_output=show_output)
         except KeyboardInterrupt:
             if cancel_on_interrupt:
                 self._run(self._session.cancel_many(task_ids, requeue=False))
@@ -481,7 +463,7 @@ class TaskManager:
         Unlike gather it does not raise for failed tasks, only WaitTimeout.
         """
         task_ids = [_task_id(t) for t in tasks]
-        self._waits.block(self._waits.ready(task_ids, timeout_s))
+        self._waits.block(self._waits.ready(task_ids, timeout_s), task_ids)
         return [self.get(i) for i in task_ids]
 
     async def wait_async(
@@ -491,6 +473,33 @@ class TaskManager:
         task_ids = [_task_id(t) for t in tasks]
         await self._waits.awaited(self._waits.ready(task_ids, timeout_s))
         return [await self.get_async(i) for i in task_ids]
+
+    # -- output (docs/output.md) -----------------------------------------------------
+
+    @property
+    def show_output(self) -> bool:
+        """Blocking waits print their tasks' output under the cell (default False)."""
+        return self._waits.show_output
+
+    @show_output.setter
+    def show_output(self, value: bool) -> None:
+        self._waits.show_output = bool(value)
+
+    def output(self, task: TaskRef, *, attempt: int | None = None) -> str:
+        """What a task wrote and logged, one tagged line each; all attempts or one."""
+        return pick_text(self._run(self._session.output(_task_id(task))), attempt)
+
+    async def output_async(self, task: TaskRef, *, attempt: int | None = None) -> str:
+        """Awaitable twin of :meth:`output`."""
+        return pick_text(await self.attempt_outputs_async(task), attempt)
+
+    async def attempt_outputs_async(self, task: TaskRef) -> list[AttemptOutput]:
+        """The kept output of each attempt of a task, oldest first."""
+        return await self._wrap(self._session.output(_task_id(task)))
+
+    def subscribe_output(self, listener: OutputListener) -> Callable[[], None]:
+        """Call ``listener(chunk)`` on the runtime thread for each output chunk."""
+        return self._session.outputs.subscribe(listener)
 
     # -- cancel and retry -----------------------------------------------------------
 
@@ -557,16 +566,15 @@ class TaskManager:
         Args:
             group: the group whose queue the pool serves (None: ungrouped tasks).
             workers: how many tasks run at once.
-            processes: run each worker in its own process on this machine (needs
-                RabbitMQ); tasks defined in notebook cells run there unchanged.
-                By default workers run in this kernel: async tasks on the runtime
-                loop, sync ones in the pool's threads.
-            concurrency: with ``processes=True``, how many tasks each process runs
-                at once (async tasks share its loop, sync ones its threads). By
-                default 16 when every task of the group is async, else 1
+            processes: run each worker in a process of its own on this machine
+                (needs RabbitMQ); cell-defined tasks run there unchanged. By
+                default: in this kernel (async tasks on the runtime loop, sync
+                ones in the pool's threads).
+            concurrency: with ``processes=True``, tasks run at once per process;
+                by default 16 when every task of the group is async, else 1
                 (:meth:`App.default_concurrency`).
-            progress_interval_s: the least time between two progress reports of
-                one task.
+            progress_interval_s: the least time between two progress reports (and
+                two output chunks) of one task.
 
         Raises:
             UnknownGroup: no such group in the app.
@@ -575,11 +583,7 @@ class TaskManager:
         self._check_can_send()
         self.app.group(group)
         options = PoolOptions(
-            group=group,
-            workers=workers,
-            processes=processes,
-            concurrency=concurrency,
-            progress_interval_s=progress_interval_s,
+            group, workers, processes, concurrency, progress_interval_s
         )
         pool = self.engine.pool(self.app, options, runtime=self._runtime)
         self._run(pool.start_async())

@@ -16,6 +16,7 @@ import os
 import socket
 from typing import Any
 
+from icij_nb import capture
 from icij_nb.app import App
 from icij_nb.brokers.base import Broker
 from icij_nb.errors import ConfigError
@@ -50,6 +51,7 @@ class InKernelPool:
         runtime: Runtime | None,
         progress_interval_s: float = 0.2,
         heartbeat_s: float = WORKER_HEARTBEAT_S,
+        echo_output: bool = False,
     ) -> None:
         if not _is_count(workers):
             msg = f"a pool needs workers >= 1, got {workers!r}"
@@ -71,6 +73,7 @@ class InKernelPool:
                 cancels=self._cancels,
                 executor=self._executor,
                 progress_interval_s=progress_interval_s,
+                echo_output=echo_output,
             )
             for index in range(workers)
         ]
@@ -117,6 +120,7 @@ class InKernelPool:
 
     async def start_async(self) -> None:
         """Start the workers; return once they hear cancels (on the pool's loop)."""
+        capture.install()  # each task's output goes to its record
         listening = asyncio.Event()
         self._listener = asyncio.create_task(
             self._listen(listening), name="icij_nb-broadcasts"

@@ -77,7 +77,11 @@ async def serve(
     seconds to finish, then they are requeued. Nothing is lost either way.
     """
     await broker.start()
-    pool = InKernelPool(app, broker, group=group, workers=workers, runtime=None)
+    # Each task's output also goes to this process's log (its file, or the CLI's
+    # stderr): an icij-worker manager never reads icij_nb's output exchange.
+    pool = InKernelPool(
+        app, broker, group=group, workers=workers, runtime=None, echo_output=True
+    )
     await pool.start_async()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()

@@ -23,8 +23,9 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from icij_nb.errors import IcijNbError
@@ -85,12 +86,21 @@ class Runtime:
         """Schedule ``coro`` on the runtime loop; return its concurrent future."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], *, timeout_s: float | None = None) -> T:
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        timeout_s: float | None = None,
+        idle: Callable[[], object] | None = None,
+    ) -> T:
         """Run ``coro`` on the runtime loop and block until it is done.
 
         A KeyboardInterrupt (Ctrl-C, kernel interrupt) or the timeout cancels the
         coroutine. Raises ``concurrent.futures.TimeoutError`` on timeout; callers
-        turn it into a message that names what they waited for.
+        turn it into a message that names what they waited for. ``idle()``, when
+        given, is called in the waiting thread every :data:`IDLE_S` while it waits
+        (widget messages, text progress); a result that is there at once waits for
+        nothing.
         """
         if self.in_runtime_thread():
             coro.close()
@@ -102,7 +112,9 @@ class Runtime:
             raise IcijNbError(msg)
         future = self.submit(coro)
         try:
-            return future.result(timeout=timeout_s)
+            if idle is None:
+                return future.result(timeout=timeout_s)
+            return _wait_idling(future, timeout_s, idle)
         except (KeyboardInterrupt, concurrent.futures.TimeoutError):
             future.cancel()
             raise
@@ -124,6 +136,28 @@ class Runtime:
             loop.call_soon(callback, *args)
         else:
             loop.call_soon_threadsafe(callback, *args)
+
+
+#: how often a blocking wait with an ``idle`` hook calls it
+IDLE_S = 0.05
+
+
+def _wait_idling(
+    future: concurrent.futures.Future[T],
+    timeout_s: float | None,
+    idle: Callable[[], object],
+) -> T:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        step = IDLE_S
+        if deadline is not None:
+            step = max(0.0, min(step, deadline - time.monotonic()))
+        try:
+            return future.result(timeout=step)
+        except concurrent.futures.TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        idle()
 
 
 _RUNTIME: Runtime | None = None

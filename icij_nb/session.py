@@ -23,6 +23,8 @@ from icij_nb.errors import BrokerError, InvalidArguments, InvalidTransition, Unk
 from icij_nb.events import EventConsumer
 from icij_nb.ledger import Ledger
 from icij_nb.model import ErrorEvent, ErrorRecord, RetryEvent, Task, TaskState
+from icij_nb.output import AttemptOutput
+from icij_nb.output_log import OutputLog
 from icij_nb.store import Orphan, Store
 from icij_nb.submission import Prepared
 from icij_nb.worker_registry import WorkerRegistry
@@ -41,10 +43,16 @@ class Session:
     def __init__(self, app: App, engine: Engine, store: Store, *, owner: str) -> None:
         self.app, self.engine, self.store, self.owner = app, engine, store, owner
         self.ledger = Ledger(store)
+        self.outputs = OutputLog(store)
         self.workers = WorkerRegistry(engine.heartbeats)
         self.started = self.closed = False
         self._consumer = EventConsumer(
-            self.ledger, store, engine, owner=owner, closed=lambda: self.closed
+            self.ledger,
+            self.outputs,
+            store,
+            engine,
+            owner=owner,
+            closed=lambda: self.closed,
         )
         self._background: list[asyncio.Task[None]] = []
 
@@ -112,6 +120,11 @@ class Session:
             msg = f"no task with id {task_id!r} in this manager or its store"
             raise UnknownTask(msg, task_id=task_id)
         return stored
+
+    async def output(self, task_id: str) -> list[AttemptOutput]:
+        """The kept output of each attempt of a task (UnknownTask if none)."""
+        task = await self.load(task_id)
+        return await self.outputs.attempts(task_id, ready=task.state.is_ready)
 
     # -- decisions ------------------------------------------------------------------
 

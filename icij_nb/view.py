@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from icij_nb.model import ErrorRecord, Task, TaskState
+from icij_nb.output import AttemptOutput, OutputChunk
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,6 +78,20 @@ class TaskView(Protocol):
 
     def errors(self, task: str) -> list[ErrorRecord]:
         """One error record per failed attempt, oldest first."""
+        ...
+
+    def output(self, task: str, *, attempt: int | None = None) -> str:
+        """What a task wrote and logged, tagged lines; every attempt, or one."""
+        ...
+
+    async def attempt_outputs_async(self, task: str) -> list[AttemptOutput]:
+        """The kept output of each attempt of a task, oldest first."""
+        ...
+
+    def subscribe_output(
+        self, listener: Callable[[OutputChunk], None]
+    ) -> Callable[[], None]:
+        """Hear of every output chunk (on the runtime thread)."""
         ...
 
     async def frame_async(self) -> pd.DataFrame:

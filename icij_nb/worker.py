@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 import logging
 import os
 import socket
@@ -38,6 +39,7 @@ from typing import Any, Final
 from icij_nb.app import App, TaskSpec
 from icij_nb.brokers.base import Broker, Delivery
 from icij_nb.brokers.wire import to_snake_case
+from icij_nb.capture import TaskCapture, capturing, ensure_installed
 from icij_nb.context import running_task
 from icij_nb.errors import InvalidProgress, InvalidResult, TaskTimeout, UnknownTask
 from icij_nb.jsonvalues import json_problem
@@ -52,9 +54,14 @@ from icij_nb.model import (
     ShutdownEvent,
     Task,
     WorkerBroadcast,
+    utcnow,
 )
+from icij_nb.output import OutputChunk
 
 logger = logging.getLogger(__name__)
+#: where a worker that echoes output (a worker process) writes it: its log file
+output_logger = logging.getLogger("icij_nb.output")
+_RUNS = itertools.count(1)
 
 #: a task still running after this long is reported RUNNING (most short tasks end
 #: sooner: their outcome alone is reported, one event instead of two); the board
@@ -73,6 +80,7 @@ class _Run:
 
     task_id: str
     owner: asyncio.Task[Any]
+    capture: TaskCapture
     cancel: CancelEvent | None = None
 
 
@@ -176,9 +184,12 @@ class Worker:
         worker_id: this worker's id, reported with each event.
         cancels: the pool's registry of heard cancels.
         executor: runs sync task functions.
-        progress_interval_s: the least time between two progress reports of a task.
+        progress_interval_s: the least time between two progress reports of a task,
+            and between two chunks of its output.
         running_grace_s: a task still running after this long is reported RUNNING;
             one that ends sooner is reported by its outcome alone.
+        echo_output: also write each task's output lines to the log (a worker
+            process's log file), whoever reads the output exchange.
     """
 
     def __init__(
@@ -192,9 +203,11 @@ class Worker:
         executor: Executor,
         progress_interval_s: float = 0.2,
         running_grace_s: float = RUNNING_GRACE_S,
+        echo_output: bool = False,
     ) -> None:
         self.app, self.broker, self.group = app, broker, group
         self._running_grace_s = running_grace_s
+        self._echo_output = echo_output
         self.worker_id = worker_id
         self._cancels = cancels
         self._executor = executor
@@ -276,11 +289,21 @@ class Worker:
         if owner is None:  # pragma: no cover - handle() always runs in a task
             msg = "Worker.handle() must run inside an asyncio task"
             raise RuntimeError(msg)
-        run = _Run(task.id, owner)
+        ensure_installed()  # a stream replaced since the pool started (pytest does)
+        capture = TaskCapture(
+            task.id,
+            f"{self.worker_id}:{next(_RUNS)}",
+            self.worker_id,
+            utcnow(),
+            send=self._send_output_soon,
+            loop=asyncio.get_running_loop(),
+            interval_s=self._progress_interval_s,
+        )
+        run = _Run(task.id, owner, capture)
         self._cancels.running[task.id] = run
         self.current = task.id
         try:
-            with running_task(task.id):
+            with running_task(task.id), capturing(capture):
                 await self._execute(delivery, spec, run)
         finally:
             self._cancels.running.pop(task.id, None)
@@ -316,6 +339,7 @@ class Worker:
         except asyncio.CancelledError:
             _close(progress)
             started.disarm()
+            await self._output_done(run)
             if run.cancel is None:  # the worker itself is stopping: give it back
                 await self._send(
                     CancelledEvent(task.id, requeue=True, worker_id=self.worker_id)
@@ -331,6 +355,7 @@ class Worker:
         except Exception as exc:
             _close(progress)
             started.disarm()
+            await self._output_done(run)
             retry = isinstance(exc, spec.recover_from) and task.attempts_left > 1
             self.failed += 1
             await _sent(in_flight)
@@ -338,6 +363,7 @@ class Worker:
             return
         _close(progress)
         started.disarm()
+        await self._output_done(run)
         await _sent(in_flight)
         await self._succeed(delivery, spec, value)
 
@@ -418,6 +444,29 @@ class Worker:
             await delivery.nack(requeue=True)
         else:
             await delivery.ack()
+
+    def _send_output_soon(self, chunk: OutputChunk) -> None:
+        # Called on the loop by a capture's timer, outside any task's context.
+        self._echo(chunk)
+        sending = asyncio.ensure_future(self.broker.publish_output([chunk]))
+        _PENDING.add(sending)
+        sending.add_done_callback(_forget_sent)
+
+    async def _output_done(self, run: _Run) -> None:
+        """Send the attempt's last output before its outcome (never fails the task)."""
+        chunk = run.capture.close()
+        if chunk is None:
+            return
+        self._echo(chunk)
+        try:
+            await self.broker.publish_output([chunk])
+        except Exception as exc:
+            logger.warning("output of task %s not sent: %s", run.task_id, exc)
+
+    def _echo(self, chunk: OutputChunk) -> None:
+        if self._echo_output:
+            for line in chunk.lines:
+                output_logger.info("task %s: %s", chunk.task_id, line)
 
     async def _send(self, event: ManagerEvent) -> None:
         await self.broker.publish_event(event)

@@ -43,6 +43,7 @@ from icij_nb.model import (
     WorkerBroadcast,
     WorkerStatus,
 )
+from icij_nb.output import OutputChunk
 
 
 class AmqpBroker(Broker):
@@ -176,3 +177,6 @@ class AmqpBroker(Broker):
 
     async def publish_heartbeat(self, statuses: Sequence[WorkerStatus]) -> None:
         await self._worker.publish_heartbeat(statuses)
+
+    async def publish_output(self, chunks: Sequence[OutputChunk]) -> None:
+        await self._worker.publish_output(chunks)

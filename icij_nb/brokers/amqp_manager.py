@@ -14,7 +14,9 @@ docs/protocol.md §2.2), broadcasts cancel and shutdown events on the
 - observe-only: private queues bound to ``exchangeMainTasks`` and
   ``exchangeManagerEvents``, never ``MANAGER_EVENT``, so the task manager that owns
   the vhost (Datashare's) keeps its events while a notebook watches them;
-- worker heartbeats, from icij_nb's own fanout.
+- worker heartbeats, from icij_nb's own fanout;
+- the output of running tasks, from icij_nb's own fanout (a private queue), carried
+  in the batches beside the events (docs/protocol.md §2.13).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from icij_nb.brokers.topology import (
     EXCHANGE_DLQ_TASKS,
     EXCHANGE_HEARTBEATS,
     EXCHANGE_MANAGER_EVENTS,
+    EXCHANGE_OUTPUT,
     EXCHANGE_TASKS,
     EXCHANGE_WORKER_EVENTS,
     MANAGER_EVENT_ARGUMENTS,
@@ -72,6 +75,7 @@ from icij_nb.model import (
     WorkerStatus,
     utcnow,
 )
+from icij_nb.output import OutputChunk
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +216,15 @@ class AmqpManagerSide:
         queues = await self._event_sources(channel)
 
         seen: list[Task] = []
+        outputs: list[OutputChunk] = []
+
+        async def on_output(message: AbstractIncomingMessage) -> None:
+            try:
+                outputs.extend(wire.decode_output(message.body))
+            except WireError as exc:
+                logger.warning("task output dropped: %s", exc)
+                return
+            ready.set()
 
         async def on_task(message: AbstractIncomingMessage) -> None:
             try:
@@ -237,9 +250,16 @@ class AmqpManagerSide:
             inbox.append((event, message))
             ready.set()
 
-        handlers = {"dlq": on_dead_task, "tasks": on_task, "events": on_event}
-        for queue, kind in queues:
-            await queue.consume(handlers[kind], no_ack=kind == "tasks")
+        handlers = {
+            "dlq": on_dead_task,
+            "tasks": on_task,
+            "events": on_event,
+            "output": on_output,
+        }
+        output = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await output.bind(self._topology.exchange(EXCHANGE_OUTPUT), "")
+        for queue, kind in [*queues, (output, "output")]:
+            await queue.consume(handlers[kind], no_ack=kind in ("tasks", "output"))
         try:
             while True:
                 await ready.wait()
@@ -247,11 +267,13 @@ class AmqpManagerSide:
                 taken = list(inbox)
                 inbox.clear()
                 fresh, seen[:] = list(seen), []
-                if taken or fresh:
+                heard, outputs[:] = list(outputs), []
+                if taken or fresh or heard:
                     yield EventBatch(
                         [e for e, _ in taken],
                         _settler(taken, self._observe_only),
                         seen=fresh,
+                        outputs=heard,
                     )
         finally:
             with contextlib.suppress(Exception):

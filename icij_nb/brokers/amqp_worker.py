@@ -6,8 +6,8 @@ rejected into ``TASK_DLQ`` at once, never left unsettled (docs/protocol.md §3.4
 Events go to ``exchangeManagerEvents`` with a ``workerId`` header, and are sent
 again once a lost connection comes back. Each worker has its
 ``WORKER_EVENT-<id>`` queue on the fanout of cancel and shutdown broadcasts,
-deleted when it leaves if empty. Heartbeats go out on icij_nb's own fanout
-(docs/protocol.md §2.11).
+deleted when it leaves if empty. Heartbeats and the output of running tasks go
+out on icij_nb's own fanouts (docs/protocol.md §2.11, §2.13).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from icij_nb.brokers.base import Delivery
 from icij_nb.brokers.topology import (
     EXCHANGE_HEARTBEATS,
     EXCHANGE_MANAGER_EVENTS,
+    EXCHANGE_OUTPUT,
     EXCHANGE_WORKER_EVENTS,
     LOG_MARK_HEADER,
     PUBLISHED_AT_HEADER,
@@ -52,6 +53,7 @@ from icij_nb.model import (
     WorkerBroadcast,
     WorkerStatus,
 )
+from icij_nb.output import OutputChunk
 
 logger = logging.getLogger(__name__)
 
@@ -275,5 +277,17 @@ class AmqpWorkerSide:
             expiration=HEARTBEAT_EXPIRATION_S,
         )
         await self._topology.exchange(EXCHANGE_HEARTBEATS).publish(
+            message, "", mandatory=False
+        )
+
+    async def publish_output(self, chunks: Sequence[OutputChunk]) -> None:
+        """Send tasks' output to managers (not persistent, expires, no confirm)."""
+        message = aio_pika.Message(
+            wire.encode_output(chunks),
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            app_id=self._app.name,
+            expiration=HEARTBEAT_EXPIRATION_S,
+        )
+        await self._topology.exchange(EXCHANGE_OUTPUT).publish(
             message, "", mandatory=False
         )

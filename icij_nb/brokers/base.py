@@ -30,6 +30,7 @@ from icij_nb.model import (
     WorkerBroadcast,
     WorkerStatus,
 )
+from icij_nb.output import OutputChunk
 
 
 async def _never() -> AsyncIterator[list[WorkerStatus]]:
@@ -53,6 +54,8 @@ class EventBatch:
     settle: Callable[[Sequence[ManagerEvent]], Awaitable[None]] = _nothing_to_settle
     #: tasks seen on their way to workers (observe-only brokers), before events
     seen: list[Task] = field(default_factory=list)
+    #: output of running tasks (not state: nothing to settle), before events
+    outputs: list[OutputChunk] = field(default_factory=list)
 
 
 class Delivery(Protocol):
@@ -170,6 +173,14 @@ class Broker(abc.ABC):
     def heartbeats(self) -> AsyncIterator[list[WorkerStatus]]:
         """Heartbeats of every worker that publishes them; ends when closed."""
         return _never()
+
+    async def publish_output(  # noqa: B027 - optional: brokers may not carry it
+        self, chunks: Sequence[OutputChunk]
+    ) -> None:
+        """Send tasks' output to managers (best effort, on a channel of its own).
+
+        Managers receive it in :attr:`EventBatch.outputs`.
+        """
 
     def for_another_process(self) -> Broker:
         """A new, unstarted broker with the same settings, for a worker process.

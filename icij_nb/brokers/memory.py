@@ -28,6 +28,7 @@ from icij_nb.model import (
     WorkerStatus,
     utcnow,
 )
+from icij_nb.output import OutputChunk
 
 #: tasks queued per loop turn by a big publish
 _TASKS_PER_TURN = 2_000
@@ -155,6 +156,7 @@ class MemoryBroker(Broker):
         self._app = app
         self._queues: dict[str | None, _Queue] = {}
         self._events: deque[ManagerEvent] = deque()
+        self._outputs: list[OutputChunk] = []
         self._events_ready = asyncio.Event()
         self._subscribers: set[asyncio.Queue[WorkerBroadcast]] = set()
         self._watchers: set[asyncio.Queue[list[WorkerStatus]]] = set()
@@ -209,7 +211,7 @@ class MemoryBroker(Broker):
 
     async def manager_events(self) -> AsyncIterator[EventBatch]:
         while True:
-            if not self._events:
+            if not self._events and not self._outputs:
                 if self._closed:
                     return
                 self._events_ready.clear()
@@ -217,7 +219,14 @@ class MemoryBroker(Broker):
                 continue
             batch = list(self._events)
             self._events.clear()
-            yield EventBatch(batch)
+            outputs, self._outputs = self._outputs, []
+            yield EventBatch(batch, outputs=outputs)
+
+    async def publish_output(self, chunks: Sequence[OutputChunk]) -> None:
+        # Beside the events, in the order sent: a task's last output comes with
+        # (or before) its outcome.
+        self._outputs.extend(chunks)
+        self._events_ready.set()
 
     def publish_event_nowait(self, event: ManagerEvent) -> None:
         """Publish without awaiting (the memory broker never blocks)."""

@@ -30,6 +30,8 @@ EXCHANGE_MONITORING: Final = "exchangeMonitoring"
 
 #: icij_nb's own fanout for worker heartbeats; icij-worker peers never see it.
 EXCHANGE_HEARTBEATS: Final = "exchangeIcijNbWorkers"
+#: icij_nb's own fanout for the output of running tasks; icij-worker never sees it.
+EXCHANGE_OUTPUT: Final = "exchangeIcijNbOutput"
 #: icij_nb's own log of the cancels of queued tasks, a stream that a pool reads
 #: from its start before it takes a task (docs/protocol.md §1.7); icij-worker peers
 #: never see it.

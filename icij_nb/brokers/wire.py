@@ -63,6 +63,7 @@ from icij_nb.model import (
     WorkerBroadcast,
     WorkerStatus,
 )
+from icij_nb.output import OutputChunk
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -72,10 +73,12 @@ __all__ = [
     "decode_broadcast",
     "decode_event",
     "decode_heartbeat",
+    "decode_output",
     "decode_task",
     "encode_broadcast",
     "encode_event",
     "encode_heartbeat",
+    "encode_output",
     "encode_task",
     "format_datetime",
     "parse_datetime",
@@ -428,3 +431,53 @@ def decode_heartbeat(body: Body) -> list[WorkerStatus]:
             )
         )
     return statuses
+
+
+OUTPUT_TYPE: Final = "TaskOutput"
+
+
+def encode_output(chunks: Iterable[OutputChunk]) -> bytes:
+    """A ``TaskOutput`` body: running tasks' output (docs/protocol.md §2.13)."""
+    entries = [
+        {
+            "taskId": c.task_id,
+            "run": c.run,
+            "workerId": c.worker_id,
+            "startedAt": format_datetime(c.started_at),
+            "createdAt": format_datetime(c.created_at),
+            "lines": list(c.lines),
+            "cut": c.cut,
+            "final": c.final,
+        }
+        for c in chunks
+    ]
+    return _dumps({"chunks": entries, TYPE_KEY: OUTPUT_TYPE}, "task output")
+
+
+def decode_output(body: Body) -> list[OutputChunk]:
+    """The chunks of a ``TaskOutput`` body, or WireError."""
+    _, fields = message_type(load_object(body, "task output"), (OUTPUT_TYPE,))
+    items = fields.required("chunks", "a list")
+    if not isinstance(items, list):
+        fields.fail("chunks", "a list", items)
+    chunks = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            fields.fail(f"chunks[{index}]", "an object", item)
+        entry = fields.nested(f"chunks[{index}]", item)
+        lines = entry.required("lines", "a list of strings")
+        if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+            entry.fail("lines", "a list of strings", lines)
+        chunks.append(
+            OutputChunk(
+                task_id=entry.text("taskId"),
+                run=entry.text("run"),
+                worker_id=entry.text("workerId"),
+                started_at=entry.moment("startedAt"),
+                lines=tuple(lines),
+                cut=entry.count("cut") or 0,
+                final=bool(entry.raw("final")),
+                created_at=entry.moment("createdAt"),
+            )
+        )
+    return chunks

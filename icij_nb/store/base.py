@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from icij_nb.model import ErrorRecord, Task
+    from icij_nb.output import AttemptOutput
     from icij_nb.store.recovery import Orphan
 
 
@@ -63,6 +64,21 @@ class Store(Protocol):
 
     def put_error(self, task_id: str, seq: int, error: ErrorRecord) -> None:
         """Record the error of attempt ``seq`` (0-based) of a task."""
+        ...
+
+    def put_output(self, output: AttemptOutput) -> None:
+        """Mark an attempt's kept output for writing, with the next batch.
+
+        Called on the loop each time the attempt's tail grows; only its latest
+        state per ``(output.task_id, output.run)`` needs writing. The tail is
+        bounded (``output.TAIL_CHARS``); write ``output.lines`` joined by newlines,
+        ``output.cut`` and ``output.final`` as they are when the batch is written.
+        Output is not state: a store may write it less often than tasks.
+        """
+        ...
+
+    async def load_output(self, task_id: str) -> list[AttemptOutput]:
+        """The kept output of every attempt of a task, oldest first (may be [])."""
         ...
 
     async def flush(self) -> None:

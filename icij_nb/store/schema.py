@@ -2,7 +2,9 @@
 
 Tables: ``meta`` (the schema version), ``tasks`` (one row per task), ``errors`` (one
 row per failed attempt, keyed by task and attempt), ``managers`` (who holds which
-tasks, with a heartbeat; recovery reads it to find tasks whose kernel died).
+tasks, with a heartbeat; recovery reads it to find tasks whose kernel died),
+``outputs`` (since version 2: the bounded tail of each attempt's output, keyed by
+task and run; a version 1 store gets the table when it is opened).
 
 Times are ISO 8601 text with their UTC offset; args, results and stack traces are
 JSON text. The writer (``sqlite.py``) and the read-only readers (``readers.py``)
@@ -13,14 +15,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
 
 from icij_nb.errors import StoreError
 from icij_nb.model import ErrorRecord, StackFrame, Task, TaskState
+from icij_nb.output import AttemptOutput
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,6 +56,16 @@ CREATE TABLE IF NOT EXISTS errors (
     stacktrace TEXT NOT NULL,
     created_at TEXT NOT NULL,
     PRIMARY KEY (task_id, seq)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    task_id TEXT NOT NULL,
+    run TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    text TEXT NOT NULL,
+    cut INTEGER NOT NULL,
+    final INTEGER NOT NULL,
+    PRIMARY KEY (task_id, run)
 );
 CREATE TABLE IF NOT EXISTS managers (
     id TEXT PRIMARY KEY,
@@ -98,6 +112,18 @@ FROM tasks t LEFT JOIN errors e ON e.task_id = t.id AND e.seq = (
 ORDER BY t.created_at, t.rowid
 """
 
+OUTPUT_UPSERT: Final = """
+INSERT INTO outputs (task_id, run, worker_id, started_at, text, cut, final)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(task_id, run) DO UPDATE SET text=excluded.text, cut=excluded.cut,
+    final=excluded.final
+"""
+
+OUTPUT_QUERY: Final = """
+SELECT task_id, run, worker_id, started_at, text, cut, final FROM outputs
+WHERE task_id = ? ORDER BY started_at, rowid
+"""
+
 UNFINISHED: Final = "('CREATED','QUEUED','RUNNING')"
 
 
@@ -125,6 +151,13 @@ def check_version(db: sqlite3.Connection, path: str) -> None:
             "schema version); nothing was written to it. Pass another store path."
         )
         raise StoreError(msg)
+    if int(row[0]) == 1:  # version 2 added the outputs table, nothing else
+        db.executescript(SCHEMA)
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+            (str(SCHEMA_VERSION),),
+        )
+        return
     if int(row[0]) != SCHEMA_VERSION:
         msg = (
             f"the task store {path!r} has schema version {row[0]}, this icij_nb "
@@ -267,3 +300,42 @@ def _task_from_row(row: tuple[Any, ...], errors: list[ErrorRecord]) -> Task:
         has_result=bool(has_result),
         errors=errors,
     )
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+def output_row(output: AttemptOutput) -> tuple[Any, ...]:
+    """The ``outputs`` row of one attempt's kept output."""
+    return (
+        output.task_id,
+        output.run,
+        output.worker_id,
+        output.started_at.isoformat(),
+        "\n".join(output.lines),
+        output.cut,
+        int(output.final),
+    )
+
+
+def load_output(db: sqlite3.Connection, task_id: str) -> list[AttemptOutput]:
+    """The kept output of every attempt of a task, oldest first."""
+    found = []
+    for tid, run, worker, started, text, cut, final in db.execute(
+        OUTPUT_QUERY, (task_id,)
+    ):
+        lines = deque(text.split("\n")) if text else deque()
+        chars = sum(len(line) + 1 for line in lines)
+        found.append(
+            AttemptOutput(
+                tid,
+                run,
+                worker,
+                datetime.fromisoformat(started),
+                lines,
+                cut,
+                bool(final),
+                chars,
+            )
+        )
+    return found

@@ -28,6 +28,7 @@ import pandas as pd
 from icij_nb.errors import StoreError
 from icij_nb.frames import frame_from_rows
 from icij_nb.model import ErrorRecord, Task, utcnow
+from icij_nb.output import AttemptOutput
 from icij_nb.store import schema
 from icij_nb.store.recovery import (
     MANAGER_HEARTBEAT_S,
@@ -80,6 +81,7 @@ class SqliteStore:
         self._dirty: dict[str, Task] = {}
         self._args_json: dict[str, str] = {}
         self._new_errors: list[tuple[str, int, ErrorRecord]] = []
+        self._outputs: dict[tuple[str, str], AttemptOutput] = {}
         self._written: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -190,6 +192,18 @@ class SqliteStore:
         """Record the error of attempt ``seq`` (0-based) of a task."""
         self._new_errors.append((task_id, seq, error))
 
+    def put_output(self, output: AttemptOutput) -> None:
+        """Mark an attempt's kept output for writing (its latest tail wins)."""
+        self._outputs[(output.task_id, output.run)] = output
+
+    async def load_output(self, task_id: str) -> list[AttemptOutput]:
+        """The kept output of every attempt of a task, oldest first."""
+        await self.flush()
+        found: list[AttemptOutput] = await self._in_thread(
+            schema.load_output, self._require_db(), task_id
+        )
+        return found
+
     async def _flush_loop(self) -> None:
         wake = self._wake
         if wake is None:  # pragma: no cover - set in open()
@@ -211,8 +225,10 @@ class SqliteStore:
 
     async def flush(self) -> None:
         """Write every pending change now."""
-        if not self._dirty and not self._new_errors:
+        if not self._dirty and not self._new_errors and not self._outputs:
             return
+        outputs, self._outputs = self._outputs, {}
+        output_rows = [schema.output_row(o) for o in outputs.values()]
         dirty, self._dirty = self._dirty, {}
         args_json, self._args_json = self._args_json, {}
         errors, self._new_errors = self._new_errors, []
@@ -228,9 +244,11 @@ class SqliteStore:
                 await asyncio.sleep(0)  # a big flush must not hold the loop
         error_rows = [schema.error_row(tid, seq, e) for tid, seq, e in errors]
         try:
-            await self._in_thread(self._write, rows, error_rows, updates)
+            await self._in_thread(self._write, rows, error_rows, updates, output_rows)
             self._written.update(dirty)
         except BaseException:
+            for key, output in outputs.items():
+                self._outputs.setdefault(key, output)
             # Keep what failed (or was interrupted) for the next flush; newer
             # changes made meanwhile win.
             for task in dirty.values():
@@ -245,6 +263,7 @@ class SqliteStore:
         rows: list[tuple[Any, ...]],
         error_rows: list[tuple[Any, ...]],
         updates: list[tuple[Any, ...]],
+        output_rows: list[tuple[Any, ...]] | None = None,
     ) -> None:
         db = self._require_db()
         try:
@@ -253,6 +272,7 @@ class SqliteStore:
                 db.executemany(schema.UPSERT, rows)
                 db.executemany(schema.UPDATE, updates)
                 db.executemany(schema.ERROR_INSERT, error_rows)
+                db.executemany(schema.OUTPUT_UPSERT, output_rows or [])
                 db.execute(
                     "UPDATE managers SET heartbeat_at = ? WHERE id = ?",
                     (utcnow().isoformat(), self.manager_id),

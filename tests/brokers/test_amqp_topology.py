@@ -112,8 +112,10 @@ def test_connect_declares_the_exchanges_of_the_protocol(
         "exchangeDLQManagerEvents": ("direct", True, False, False),
         "exchangeWorkerEvents": ("fanout", True, False, False),
         "exchangeMonitoring": ("direct", True, False, False),
-        # icij_nb's own heartbeat fanout, which icij-worker peers never see.
+        # icij_nb's own heartbeat and output fanouts, which icij-worker peers
+        # never see.
         "exchangeIcijNbWorkers": ("fanout", True, False, False),
+        "exchangeIcijNbOutput": ("fanout", True, False, False),
     }
     assert all(x["arguments"] == {} for x in vhost.exchanges())
 
@@ -148,9 +150,9 @@ def test_connect_declares_the_queues_with_exact_arguments(
             },
         },
     }
-    # The only other queue is the manager's private heartbeat queue.
+    # The only other queues are the manager's private heartbeat and output queues.
     private = [q for q in vhost.queues() if q["exclusive"]]
-    assert [(q["durable"], q["auto_delete"]) for q in private] == [(False, True)]
+    assert [(q["durable"], q["auto_delete"]) for q in private] == [(False, True)] * 2
 
 
 def test_connect_binds_each_queue_to_its_exchange_and_key(
@@ -178,7 +180,8 @@ def test_connect_binds_each_queue_to_its_exchange_and_key(
         ),
     }
     assert {b["source"] for b in vhost.bindings() if b["destination"] in private} == {
-        "exchangeIcijNbWorkers"
+        "exchangeIcijNbWorkers",
+        "exchangeIcijNbOutput",
     }
 
 
