@@ -2,7 +2,9 @@
 
 Tables: ``meta`` (the schema version), ``tasks`` (one row per task), ``errors`` (one
 row per failed attempt, keyed by task and attempt), ``managers`` (who holds which
-tasks, with a heartbeat; recovery reads it to find tasks whose kernel died).
+tasks, with a heartbeat; recovery reads it to find tasks whose kernel died),
+``outbox`` (since version 2: tasks recorded while no broker node answered, waiting
+to be published; a version-1 store gets the table when opened).
 
 Times are ISO 8601 text with their UTC offset; args, results and stack traces are
 JSON text. The writer (``sqlite.py``) and the read-only readers (``readers.py``)
@@ -20,7 +22,7 @@ from typing import Any, Final
 from icij_nb.errors import StoreError
 from icij_nb.model import ErrorRecord, StackFrame, Task, TaskState
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +63,16 @@ CREATE TABLE IF NOT EXISTS managers (
     started_at TEXT NOT NULL,
     heartbeat_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    task_id TEXT PRIMARY KEY,
+    recorded_at TEXT NOT NULL
+);
+"""
+
+#: the outbox's tasks held by a manager, oldest first (they are CREATED)
+OUTBOX_QUERY: Final = """
+SELECT o.task_id FROM outbox o JOIN tasks t ON t.id = o.task_id
+WHERE t.manager_id = ? AND t.state = 'CREATED' ORDER BY o.recorded_at, t.rowid
 """
 
 UPSERT: Final = """
@@ -125,6 +137,11 @@ def check_version(db: sqlite3.Connection, path: str) -> None:
             "schema version); nothing was written to it. Pass another store path."
         )
         raise StoreError(msg)
+    if int(row[0]) == 1:
+        # Version 2 only adds the outbox table: upgrade in place.
+        db.executescript(SCHEMA)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", ("2",))
+        return
     if int(row[0]) != SCHEMA_VERSION:
         msg = (
             f"the task store {path!r} has schema version {row[0]}, this icij_nb "
