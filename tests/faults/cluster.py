@@ -109,4 +109,12 @@ class RabbitCluster:
 
     def start_node(self, index: int) -> None:
         """Start a killed or stopped node again; it rejoins the cluster."""
-        self.nodes[index].start()
+        self.start_nodes(index)
+
+    def start_nodes(self, *indices: int) -> None:
+        """Start nodes at once: after a whole-cluster stop, each waits for peers."""
+        for i in indices:
+            if not self.nodes[i].running:
+                self.nodes[i].launch()
+        for i in indices:
+            self.nodes[i].wait_ready()

@@ -86,9 +86,8 @@ def rabbit_cluster() -> Iterator[RabbitCluster]:
 def cluster_vhost(
     rabbit_cluster: RabbitCluster, request: pytest.FixtureRequest
 ) -> Iterator[Vhost]:
-    for index, node in enumerate(rabbit_cluster.nodes):
-        if not node.running:  # a scenario that failed midway left it down
-            rabbit_cluster.start_node(index)
+    down = [i for i, node in enumerate(rabbit_cluster.nodes) if not node.running]
+    rabbit_cluster.start_nodes(*down)  # a scenario that failed midway left them
     made = rabbit_cluster.make_vhost(request.node.name)
     yield made
     with contextlib.suppress(Exception):
