@@ -255,6 +255,9 @@ class Effect(enum.Enum):
     NONE = "none"
     CHANGED = "changed"
     REPUBLISH = "republish"
+    #: a worker started a task that ended CANCELLED while queued (it never heard
+    #: the cancel): the record stays, and the worker must be told to stop
+    STOP = "stop"
 
 
 @dataclass(slots=True)
@@ -383,6 +386,8 @@ class Task:
 
     def _apply_late(self, event: ManagerEvent) -> Effect:
         # A ready task keeps its state; a late result or error is still recorded.
+        if isinstance(event, ProgressEvent) and self.state is TaskState.CANCELLED:
+            return Effect.STOP
         if isinstance(event, ResultEvent) and not self.has_result:
             self.result, self.has_result = event.value, True
             return Effect.CHANGED

@@ -244,9 +244,15 @@ class Worker:
         task = delivery.task
         heard = self._cancels.take(task.id)
         if heard is not None and not _published_after(delivery, heard):
-            await self._send(
-                CancelledEvent(task.id, requeue=False, worker_id=self.worker_id)
+            # Dated as the cancel it obeys: a manager that retried the task after
+            # that cancel knows this message is the old one.
+            skipped = CancelledEvent(
+                task.id,
+                requeue=False,
+                created_at=heard.created_at,
+                worker_id=self.worker_id,
             )
+            await self._send(skipped)
             await delivery.ack()
             return
         try:

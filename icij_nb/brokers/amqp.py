@@ -40,7 +40,13 @@ from icij_nb.brokers.topology import (
     mask_url,
     node_urls,
 )
-from icij_nb.model import ManagerEvent, Task, WorkerBroadcast, WorkerStatus
+from icij_nb.model import (
+    CancelEvent,
+    ManagerEvent,
+    Task,
+    WorkerBroadcast,
+    WorkerStatus,
+)
 
 
 class AmqpBroker(Broker):
@@ -183,6 +189,9 @@ class AmqpBroker(Broker):
         self, *, worker_id: str
     ) -> AbstractAsyncContextManager[AsyncIterator[WorkerBroadcast]]:
         return self._worker.broadcasts(worker_id=worker_id)
+
+    async def cancelled_before(self, *, worker_id: str) -> list[CancelEvent]:
+        return await self._worker.cancelled_before(worker_id=worker_id)
 
     async def publish_heartbeat(self, statuses: Sequence[WorkerStatus]) -> None:
         await self._worker.publish_heartbeat(statuses)
