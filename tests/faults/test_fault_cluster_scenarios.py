@@ -44,6 +44,8 @@ class Run:
         self.pools = [
             CliPool(
                 [
+                    "-g",
+                    "cpu",
                     "-n",
                     "1",
                     "--broker",
@@ -59,11 +61,15 @@ class Run:
         self.raw = RawAmqp(cluster.url_from(vhost, 0).split(";")[0])
         self.handles: list[nb.TaskHandle] = []
         self.slowest_submit_s = 0.0
-        wait_until(
-            lambda: self.raw.count("TASK.cpu")[1] == 2,
-            timeout_s=60,
-            what="both pools to consume",
-        )
+        try:
+            wait_until(
+                lambda: self.raw.count("TASK.cpu")[1] == 2,
+                timeout_s=60,
+                what="both pools to consume",
+            )
+        except BaseException:
+            self.close()  # no pool may outlive a failed set-up
+            raise
 
     def submit(self, n: int) -> None:
         start = len(self.handles)
