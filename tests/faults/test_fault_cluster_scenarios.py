@@ -58,7 +58,8 @@ class Run:
             )
             for i in (1, 2)
         ]
-        self.raw = RawAmqp(cluster.url_from(vhost, 0).split(";")[0])
+        self.url0 = cluster.url_from(vhost, 0).split(";")[0]
+        self.raw = RawAmqp(self.url0)
         self.handles: list[nb.TaskHandle] = []
         self.slowest_submit_s = 0.0
         try:
@@ -104,6 +105,9 @@ class Run:
             timeout_s=30,
             what="the manager's counts to agree",
         )
+        # A fresh raw connection: the set-up's one may be on a node killed since.
+        self.raw.close()
+        self.raw = RawAmqp(self.url0)
         drain(self.raw)
         for pool in self.pools:
             pool.proc.send_signal(signal.SIGTERM)
