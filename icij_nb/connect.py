@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -23,7 +24,7 @@ from icij_nb.store import MEMORY, SqliteStore, Store, default_store_path
 def connect(
     app: App,
     *,
-    broker: Broker | str = "memory",
+    broker: Broker | str | Sequence[str] = "memory",
     store: Store | str | os.PathLike[str] | None = None,
     management_url: str | None = None,
     observe_only: bool = False,
@@ -34,7 +35,9 @@ def connect(
         app: the tasks it may submit.
         broker: ``"memory"`` (in this process, the default), an AMQP URL
             (``amqp://user:password@host:5672/vhost``), ``"amqp"`` for
-            ``$ICIJ_NB_AMQP_URL``, or a Broker instance.
+            ``$ICIJ_NB_AMQP_URL``, or a Broker instance. A RabbitMQ cluster is
+            several nodes: URLs joined by ``;`` (Celery's form), a list of URLs,
+            or one URL with a host list (``amqp://u:p@h1:5672,h2:5673/vhost``).
         store: a SQLite file path (or ``sqlite:///relative/path``,
             ``sqlite:////absolute/path``), ``":memory:"`` for no file, a store
             instance (``nb.TaskStore(path)``), or None for
@@ -67,10 +70,22 @@ def connect(
 
 
 def _broker(
-    app: App, broker: Broker | str, *, management_url: str | None, observe_only: bool
+    app: App,
+    broker: Broker | str | Sequence[str],
+    *,
+    management_url: str | None,
+    observe_only: bool,
 ) -> Broker:
     if isinstance(broker, Broker):
         return broker
+    if not isinstance(broker, str):
+        nodes = list(broker)
+        if not nodes or not all(isinstance(n, str) for n in nodes):
+            msg = (
+                f"a broker given as a list needs amqp:// URLs, got {len(nodes)} item(s)"
+            )
+            raise ConfigError(msg)
+        broker = ";".join(nodes)
     if broker == "memory":
         if observe_only:
             msg = "observe_only needs a RabbitMQ broker (an amqp:// URL)"
@@ -87,9 +102,10 @@ def _broker(
             )
             raise MissingDependency(msg) from exc
         url = None if broker == "amqp" else broker
-        if url is not None and not url.startswith(("amqp://", "amqps://")):
-            msg = f"unknown broker URL {mask_url(url)!r}: use amqp:// or amqps://"
-            raise ConfigError(msg)
+        for node in [] if url is None else url.split(";"):
+            if not node.strip().startswith(("amqp://", "amqps://")):
+                msg = f"unknown broker URL {mask_url(node)!r}: use amqp:// or amqps://"
+                raise ConfigError(msg)
         return AmqpBroker(
             app, url, management_url=management_url, observe_only=observe_only
         )

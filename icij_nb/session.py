@@ -8,7 +8,9 @@ is the core behind it, all on the runtime loop:
   (its tasks adopted with a durable engine, marked lost otherwise), start consuming
   events and heartbeats; close: the reverse, pools first;
 - the manager's decisions, each turned into ledger events: a submit (tracked, then
-  queued), the cancel of a task (the engine says what settles it at once), a retry.
+  queued), the cancel of a task (the engine says what settles it at once), a retry;
+- with a durable engine, the outbox (:mod:`icij_nb.outbox`): a submit the broker
+  does not take is recorded, CREATED, and published when the broker answers.
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ from collections.abc import Iterable, Sequence
 
 from icij_nb.app import App
 from icij_nb.engine import Engine, Pool
-from icij_nb.errors import BrokerError, InvalidArguments, InvalidTransition, UnknownTask
+from icij_nb.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    InvalidArguments,
+    InvalidTransition,
+    UnknownTask,
+)
 from icij_nb.events import EventConsumer
 from icij_nb.ledger import Ledger
 from icij_nb.model import ErrorEvent, ErrorRecord, RetryEvent, Task, TaskState
+from icij_nb.outbox import PUBLISH_SLICE, PUBLISH_TIMEOUT_S, Outbox, broker_down
 from icij_nb.output import AttemptOutput
 from icij_nb.output_log import OutputLog
 from icij_nb.store import Orphan, Store
@@ -55,6 +64,7 @@ class Session:
             closed=lambda: self.closed,
         )
         self._background: list[asyncio.Task[None]] = []
+        self.outbox = Outbox(engine, store, self.ledger)
 
     # -- life -----------------------------------------------------------------------
 
@@ -79,6 +89,11 @@ class Session:
             asyncio.create_task(self._consumer.consume(), name="icij_nb-events"),
             asyncio.create_task(self.workers.watch(), name="icij_nb-workers"),
         ]
+        if self.engine.durable and not self.engine.observe_only:
+            await self.outbox.reload()
+            self._background.append(
+                asyncio.create_task(self.outbox.run(), name="icij_nb-outbox")
+            )
         self.started = True
 
     async def _settle(self, orphans: list[Orphan]) -> None:
@@ -131,10 +146,13 @@ class Session:
     async def enqueue(self, prepared: Sequence[Prepared]) -> None:
         """Track new tasks, submit them, and record them QUEUED.
 
+        With a durable engine, tasks the broker does not take (it does not answer)
+        wait in the outbox, CREATED, and are published when it does.
+
         Raises:
             InvalidArguments: a task id in use already; nothing was submitted.
             BrokerError: some were not queued (named by the error); the others are
-                recorded.
+                recorded. A ``BrokerUnavailable`` only past the outbox's bound.
         """
         tasks = [task for task, _ in prepared]
         for task in tasks:
@@ -146,19 +164,61 @@ class Session:
         # (docs/protocol.md §2.4).
         for task in tasks:
             self.ledger.track(task)
+        if self.engine.durable and len(self.outbox):
+            # Behind tasks that wait for the broker already: keep their order.
+            await self._hold(prepared, BrokerUnavailable("tasks wait in the outbox"))
+            return
         try:
-            await self.engine.submit(tasks)
+            await self._submit(tasks)
         except BrokerError as exc:
             # Keep the record of what was queued; the error names what was not.
             lost = set(exc.not_queued)
-            self.ledger.forget(lost)
             self.ledger.queued([p for p in prepared if p[0].id not in lost])
+            if self.engine.durable and broker_down(exc):
+                await self._hold([p for p in prepared if p[0].id in lost], exc)
+                return
+            self.ledger.forget(lost)
             await self._store_now_if_durable()
             raise
         except BaseException:
             self.ledger.forget(t.id for t in tasks)
             raise
         self.ledger.queued(prepared)
+        await self._store_now_if_durable()
+
+    async def _submit(self, tasks: Sequence[Task]) -> None:
+        """``engine.submit``; with a durable engine, in slices, each bounded in time.
+
+        Raises:
+            BrokerError: with ``not_queued`` naming every task not queued (a
+                ``BrokerUnavailable`` when a slice was not confirmed in time).
+        """
+        if not self.engine.durable:
+            await self.engine.submit(tasks)
+            return
+        for start in range(0, len(tasks), PUBLISH_SLICE):
+            part = tasks[start : start + PUBLISH_SLICE]
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    await self.engine.submit(part)
+            except TimeoutError as exc:
+                msg = f"no publish confirm within {PUBLISH_TIMEOUT_S:g} s"
+                not_queued = tuple(t.id for t in tasks[start:])
+                raise BrokerUnavailable(msg, not_queued=not_queued) from exc
+            except BrokerError as exc:
+                if start:
+                    rest = tuple(t.id for t in tasks[start + len(part) :])
+                    exc.not_queued = (*exc.not_queued, *rest)
+                raise
+
+    async def _hold(self, prepared: Sequence[Prepared], cause: BaseException) -> None:
+        """Put tasks in the outbox (CREATED, recorded now); forget them if full."""
+        try:
+            await self.outbox.hold(prepared, cause)
+        except BrokerUnavailable:
+            self.ledger.forget(t.id for t, _ in prepared)
+            await self._store_now_if_durable()
+            raise
         await self._store_now_if_durable()
 
     async def _store_now_if_durable(self) -> None:

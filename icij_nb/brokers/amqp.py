@@ -30,11 +30,15 @@ from icij_nb.brokers.amqp_topology import AmqpTopology
 from icij_nb.brokers.amqp_worker import AmqpWorkerSide
 from icij_nb.brokers.base import Broker, Delivery, EventBatch
 from icij_nb.brokers.topology import (
+    CLUSTER_MIRROR_POLICY,
+    CLUSTER_WORKER_EVENTS_POLICY,
     DEFAULT_URL,
     ENV_MANAGEMENT_URL,
     ENV_URL,
+    join_urls,
     management_url_for,
     mask_url,
+    node_urls,
 )
 from icij_nb.model import (
     CancelEvent,
@@ -53,7 +57,10 @@ class AmqpBroker(Broker):
         app: the app whose groups get queues and policies; its name is the
             ``app_id`` of what we publish.
         url: ``amqp://user:password@host:port/vhost``; default ``$ICIJ_NB_AMQP_URL``
-            or ``amqp://guest:guest@127.0.0.1:5672/``.
+            or ``amqp://guest:guest@127.0.0.1:5672/``. Several nodes of a cluster:
+            URLs joined by ``;``, a list of URLs, or a comma-separated host list
+            (``amqp://u:p@h1:5672,h2:5673/vhost``); a lost connection moves to
+            the next node.
         management_url: the management API (``http://user:password@host:15672``);
             default ``$ICIJ_NB_AMQP_MANAGEMENT_URL`` or derived from ``url``.
         set_policies: PUT icij-worker's policies through the management API.
@@ -71,7 +78,7 @@ class AmqpBroker(Broker):
     def __init__(
         self,
         app: App,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         management_url: str | None = None,
         set_policies: bool = True,
@@ -81,7 +88,10 @@ class AmqpBroker(Broker):
         connection_timeout_s: float = 5.0,
     ) -> None:
         self.app = app
-        self.url = url or os.environ.get(ENV_URL) or DEFAULT_URL
+        #: the broker's nodes as one string (``;``-separated when several)
+        self.url = join_urls(url or os.environ.get(ENV_URL) or DEFAULT_URL)
+        #: True for a broker given as several nodes
+        self.cluster = len(node_urls(self.url)) > 1
         self.set_policies = set_policies
         self.observe_only = observe_only
         self.observe_groups = list(observe_groups or app.groups)
@@ -130,11 +140,20 @@ class AmqpBroker(Broker):
             return
         await self._connection.open()
         try:
+            if self.cluster and self.set_policies and not self.observe_only:
+                await self._mirror_classic_queues()
             await self._topology.declare()
         except BaseException:
             # A half-started broker would leave its connection to a closed loop.
             await self.close()
             raise
+
+    async def _mirror_classic_queues(self) -> None:
+        # Before any queue is declared: a classic queue whose node is down cannot
+        # be declared again on another node, unless mirrored there.
+        put = self._connection.management.put_policy
+        await put("icij_nb-cluster-mirror", CLUSTER_MIRROR_POLICY)
+        await put("icij_nb-cluster-worker-events", CLUSTER_WORKER_EVENTS_POLICY)
 
     async def close(self) -> None:
         await self._connection.close()

@@ -1,11 +1,13 @@
 """One robust connection to a RabbitMQ vhost, and what goes wrong with it.
 
 :class:`AmqpConnection` owns the aio-pika robust connection (it reconnects by itself
-when RabbitMQ restarts), its publisher channel (publisher confirms, returns raise),
-the channels the consumers open, the wait for a lost connection to come back, and
-the translation of aiormq's errors into :mod:`icij_nb.errors` sentences that name the
-URL with its password masked. :func:`settle` acknowledges or rejects a delivery
-that may belong to a channel a reconnection closed.
+when RabbitMQ restarts; given several nodes of a cluster, each reconnection tries
+the next node, see :class:`FailoverConnection`), its publisher channel (publisher
+confirms, returns raise), the channels the consumers open, the wait for a lost
+connection to come back, and the translation of aiormq's errors into
+:mod:`icij_nb.errors` sentences that name the URL with its password masked.
+:func:`settle` acknowledges or rejects a delivery that may belong to a channel a
+reconnection closed.
 
 The topology declared on the publisher channel lives in
 :mod:`icij_nb.brokers.amqp_topology`; the two sides of the broker in
@@ -24,8 +26,9 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from yarl import URL
 
-from icij_nb.brokers.topology import ManagementApi, mask_url, vhost_of
+from icij_nb.brokers.topology import ManagementApi, mask_url, node_urls, vhost_of
 from icij_nb.errors import BrokerError, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,53 @@ CONNECTION_LOST: Final = (
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelInvalidStateError,
 )
+#: the pause between two connection attempts on a cluster: the next node is
+#: likely up (one node: aio-pika's 5 s, the time a restart takes anyway)
+FAILOVER_INTERVAL_S: Final = 1.0
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection that tries the next node of a cluster at each attempt.
+
+    aio-pika's robust connection reconnects to its one URL, reading ``self.url``
+    at each attempt, which starts by clearing ``transport``: that is where the
+    next node is chosen. Channels, their queues, bindings and consumers are then
+    restored on that node by aio-pika, as after a restart.
+    """
+
+    def __init__(self, nodes: list[str], first: int = 0) -> None:
+        self._nodes = [aio_pika.connection.make_url(n) for n in nodes]
+        self._current = first % len(nodes)
+        self._attempts = 0
+        super().__init__(self._nodes[self._current])
+        if len(nodes) > 1:
+            self.reconnect_interval = FAILOVER_INTERVAL_S
+
+    @property
+    def transport(self) -> Any:
+        return self.__dict__.get("_transport")
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        if value is None and len(self.__dict__.get("_nodes", ())) > 1:
+            self._next_node()
+        self.__dict__["_transport"] = value
+
+    def _next_node(self) -> None:
+        # The first attempt (and aio-pika's own reset in __init__) keep the node
+        # given; every later one moves on, round robin.
+        self._attempts += 1
+        if self._attempts > 2:
+            self._current = (self._current + 1) % len(self._nodes)
+            self.url = self._nodes[self._current]
+            logger.warning(
+                "connecting to the next RabbitMQ node: %s", mask_url(str(self.url))
+            )
+
+    @property
+    def node(self) -> URL:
+        """The URL of the node this connection uses (or tries) now."""
+        return self._nodes[self._current]
 
 
 async def settle(operation: Awaitable[Any]) -> None:
@@ -171,10 +221,32 @@ class AmqpConnection:
         return BrokerError(msg)
 
     async def _connect(self) -> AbstractRobustConnection:
-        where = f"RabbitMQ at {mask_url(self.url)} (vhost {self.vhost!r})"
+        """The first connection: each node in turn, until one answers."""
+        nodes = node_urls(self.url)
+        for index in range(len(nodes)):
+            try:
+                return await self._connect_to(nodes, index)
+            except BrokerUnavailable as exc:
+                # Credentials and vhosts are the cluster's: only a node that does
+                # not answer sends us to the next one.
+                refused = isinstance(
+                    exc.__cause__,
+                    aiormq.exceptions.ProbableAuthenticationError
+                    | aiormq.exceptions.ConnectionClosed
+                    | aiormq.exceptions.InvalidFrameError,
+                )
+                if refused or index == len(nodes) - 1:
+                    raise
+                logger.warning("%s; trying the next node", exc)
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    async def _connect_to(
+        self, nodes: list[str], index: int
+    ) -> AbstractRobustConnection:
+        where = f"RabbitMQ at {mask_url(nodes[index])} (vhost {self.vhost!r})"
         # Built here, not by connect_robust(), so that a failed one can be closed:
         # garbage-collected unclosed, it warns "coroutine ... never awaited".
-        connection = aio_pika.RobustConnection(aio_pika.connection.make_url(self.url))
+        connection = FailoverConnection(nodes, index)
         try:
             try:
                 await connection.connect(timeout=self.connection_timeout_s)

@@ -40,7 +40,7 @@ from aio_pika.abc import (
 
 from icij_nb.app import App
 from icij_nb.brokers import wire
-from icij_nb.brokers.amqp_connection import AmqpConnection, settle
+from icij_nb.brokers.amqp_connection import CONNECTION_LOST, AmqpConnection, settle
 from icij_nb.brokers.amqp_topology import AmqpTopology
 from icij_nb.brokers.base import EventBatch
 from icij_nb.brokers.topology import (
@@ -64,7 +64,7 @@ from icij_nb.brokers.topology import (
     task_queue_name,
     task_routing_key,
 )
-from icij_nb.errors import BrokerError, TaskQueueFull, WireError
+from icij_nb.errors import BrokerError, BrokerUnavailable, TaskQueueFull, WireError
 from icij_nb.model import (
     CancelEvent,
     ErrorEvent,
@@ -122,7 +122,12 @@ class AmqpManagerSide:
     # -- out: tasks and broadcasts ----------------------------------------------------
 
     async def publish_tasks(self, tasks: Sequence[Task]) -> None:
-        """Publish ``tasks`` in chunks, each awaiting its confirms together."""
+        """Publish ``tasks`` in chunks, each awaiting its confirms together.
+
+        Raises:
+            BrokerUnavailable: the connection dropped under a chunk; ``not_queued``
+                names the tasks not confirmed. (While it is down, aio-pika waits.)
+        """
         # A group the app got after start (a task defined in a later cell) gets its
         # queue now; unbound, the task would be returned unroutable.
         for group in {t.group for t in tasks}:
@@ -181,7 +186,10 @@ class AmqpManagerSide:
                 f"publishing to {url} failed ({exc.__class__.__name__}: "
                 f"{exc}): {len(not_queued)} task(s) were not queued"
             )
-            error = BrokerError(msg, not_queued=tuple(not_queued))
+            # A dropped connection: the session's outbox publishes them again.
+            lost = isinstance(exc, CONNECTION_LOST)
+            kind = BrokerUnavailable if lost else BrokerError
+            error = kind(msg, not_queued=tuple(not_queued))
             error.__cause__ = exc
         return error
 

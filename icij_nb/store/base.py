@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     import pandas as pd
 
     from icij_nb.model import ErrorRecord, Task
@@ -91,6 +93,29 @@ class Store(Protocol):
 
     async def frame(self) -> pd.DataFrame:
         """Every stored task as the DataFrame of :data:`icij_nb.FRAME_COLUMNS`."""
+        ...
+
+    # -- the outbox: tasks recorded while no broker node answered ------------------
+
+    async def outbox_add(self, tasks: Sequence[tuple[Task, str]]) -> None:
+        """Write new tasks and mark them waiting to be published, durably, now.
+
+        The tasks are CREATED, each with its args as JSON.
+        A manager that dies afterwards leaves them to the next one that opens the
+        store: :meth:`recover` claims them like any unfinished task, and
+        :meth:`outbox` lists them.
+        """
+        ...
+
+    def outbox_remove(self, task_ids: Iterable[str]) -> None:
+        """Unmark published (or given up) tasks, with their next change.
+
+        In the same write as that change, so a task is never QUEUED and marked.
+        """
+        ...
+
+    async def outbox(self) -> list[Task]:
+        """The marked tasks this manager holds, oldest first, as stored."""
         ...
 
     async def recover(self, *, durable_broker: bool) -> list[Orphan]:

@@ -4,7 +4,8 @@ Tables: ``meta`` (the schema version), ``tasks`` (one row per task), ``errors`` 
 row per failed attempt, keyed by task and attempt), ``managers`` (who holds which
 tasks, with a heartbeat; recovery reads it to find tasks whose kernel died),
 ``outputs`` (since version 2: the bounded tail of each attempt's output, keyed by
-task and run; a version 1 store gets the table when it is opened).
+task and run) and ``outbox`` (since version 2: tasks recorded while no broker node
+answered, waiting to be published); a version-1 store gets both when it is opened.
 
 Times are ISO 8601 text with their UTC offset; args, results and stack traces are
 JSON text. The writer (``sqlite.py``) and the read-only readers (``readers.py``)
@@ -75,6 +76,16 @@ CREATE TABLE IF NOT EXISTS managers (
     started_at TEXT NOT NULL,
     heartbeat_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    task_id TEXT PRIMARY KEY,
+    recorded_at TEXT NOT NULL
+);
+"""
+
+#: the outbox's tasks held by a manager, oldest first (they are CREATED)
+OUTBOX_QUERY: Final = """
+SELECT o.task_id FROM outbox o JOIN tasks t ON t.id = o.task_id
+WHERE t.manager_id = ? AND t.state = 'CREATED' ORDER BY o.recorded_at, t.rowid
 """
 
 UPSERT: Final = """
@@ -151,7 +162,7 @@ def check_version(db: sqlite3.Connection, path: str) -> None:
             "schema version); nothing was written to it. Pass another store path."
         )
         raise StoreError(msg)
-    if int(row[0]) == 1:  # version 2 added the outputs table, nothing else
+    if int(row[0]) == 1:  # version 2 added the outputs and outbox tables only
         db.executescript(SCHEMA)
         db.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'",

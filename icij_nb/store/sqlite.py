@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -82,6 +83,7 @@ class SqliteStore:
         self._args_json: dict[str, str] = {}
         self._new_errors: list[tuple[str, int, ErrorRecord]] = []
         self._outputs: dict[tuple[str, str], AttemptOutput] = {}
+        self._unmarked: set[str] = set()
         self._written: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -225,13 +227,19 @@ class SqliteStore:
 
     async def flush(self) -> None:
         """Write every pending change now."""
-        if not self._dirty and not self._new_errors and not self._outputs:
+        if (
+            not self._dirty
+            and not self._new_errors
+            and not self._outputs
+            and not self._unmarked
+        ):
             return
         outputs, self._outputs = self._outputs, {}
         output_rows = [schema.output_row(o) for o in outputs.values()]
         dirty, self._dirty = self._dirty, {}
         args_json, self._args_json = self._args_json, {}
         errors, self._new_errors = self._new_errors, []
+        unmarked, self._unmarked = self._unmarked, set()
         rows: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         me = self.manager_id
@@ -244,7 +252,9 @@ class SqliteStore:
                 await asyncio.sleep(0)  # a big flush must not hold the loop
         error_rows = [schema.error_row(tid, seq, e) for tid, seq, e in errors]
         try:
-            await self._in_thread(self._write, rows, error_rows, updates, output_rows)
+            await self._in_thread(
+                self._write, rows, error_rows, updates, output_rows, unmarked
+            )
             self._written.update(dirty)
         except BaseException:
             for key, output in outputs.items():
@@ -256,6 +266,7 @@ class SqliteStore:
             for tid, text in args_json.items():
                 self._args_json.setdefault(tid, text)
             self._new_errors[:0] = errors
+            self._unmarked |= unmarked
             raise
 
     def _write(
@@ -264,6 +275,7 @@ class SqliteStore:
         error_rows: list[tuple[Any, ...]],
         updates: list[tuple[Any, ...]],
         output_rows: list[tuple[Any, ...]] | None = None,
+        unmarked: Iterable[str] = (),
     ) -> None:
         db = self._require_db()
         try:
@@ -273,6 +285,9 @@ class SqliteStore:
                 db.executemany(schema.UPDATE, updates)
                 db.executemany(schema.ERROR_INSERT, error_rows)
                 db.executemany(schema.OUTPUT_UPSERT, output_rows or [])
+                db.executemany(
+                    "DELETE FROM outbox WHERE task_id = ?", [(t,) for t in unmarked]
+                )
                 db.execute(
                     "UPDATE managers SET heartbeat_at = ? WHERE id = ?",
                     (utcnow().isoformat(), self.manager_id),
@@ -281,6 +296,41 @@ class SqliteStore:
             msg = f"cannot write to the task store {self.path!r}: {exc}"
             raise StoreError(msg) from exc
         self.rows_written += len(rows)
+
+    # -- the outbox ---------------------------------------------------------------
+
+    async def outbox_add(self, tasks: Sequence[tuple[Task, str]]) -> None:
+        """Write new tasks and mark them waiting for the broker, now."""
+        for task, args_json in tasks:
+            self.put(task, args_json=args_json)
+        await self.flush()
+        now = utcnow().isoformat()
+        await self._in_thread(self._mark, [(t.id, now) for t, _ in tasks])
+
+    def _mark(self, marks: list[tuple[str, str]]) -> None:
+        db = self._require_db()
+        try:
+            with db:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR IGNORE INTO outbox VALUES (?, ?)", marks)
+        except sqlite3.DatabaseError as exc:
+            msg = f"cannot write to the task store {self.path!r}: {exc}"
+            raise StoreError(msg) from exc
+
+    def outbox_remove(self, task_ids: Iterable[str]) -> None:
+        """Unmark tasks with the next write (with their next change)."""
+        self._unmarked.update(task_ids)
+
+    async def outbox(self) -> list[Task]:
+        """The marked tasks this manager holds, oldest first."""
+        await self.flush()
+        found: list[Task] = await self._in_thread(self._outbox)
+        return found
+
+    def _outbox(self) -> list[Task]:
+        db = self._require_db()
+        ids = [r[0] for r in db.execute(schema.OUTBOX_QUERY, (self.manager_id,))]
+        return [t for i in ids if (t := schema.load_task(db, i)) is not None]
 
     # -- reads ------------------------------------------------------------------
 

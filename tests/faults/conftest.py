@@ -6,6 +6,9 @@
   never touched. Without ``rabbitmq-server`` the tests skip, and fail instead when
   ``ICIJ_NB_REQUIRE_RABBITMQ=1``.
 - ``vhost``: a fresh vhost of the private node per test (a ``rabbit.Vhost``).
+- ``rabbit_cluster`` (session): three clustered nodes of our own
+  (``cluster.RabbitCluster``), for the scenarios marked ``cluster``; started on
+  first use, stopped at the end. ``cluster_vhost``: a fresh vhost of it.
 - ``raw``: a ``faultkit.RawAmqp`` on that vhost (publish raw bodies, exact counts).
 - ``figures`` (session): ``figures.record(scenario, **values)``; written to
   ``build/fault-figures.json`` at the end of the session, merged with the
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster import RabbitCluster
 from faultkit import (
     REPO,
     CliPool,
@@ -59,6 +63,35 @@ def private_rabbit() -> Iterator[PrivateRabbit]:
     finally:
         node.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    reason = rabbit_available()
+    if reason is not None:
+        if os.environ.get("ICIJ_NB_REQUIRE_RABBITMQ") == "1":
+            pytest.fail(f"{reason}, and ICIJ_NB_REQUIRE_RABBITMQ=1", pytrace=False)
+        pytest.skip(reason)
+    base = Path(tempfile.mkdtemp(prefix="icijclu-"))
+    cluster = RabbitCluster(base)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_vhost(
+    rabbit_cluster: RabbitCluster, request: pytest.FixtureRequest
+) -> Iterator[Vhost]:
+    down = [i for i, node in enumerate(rabbit_cluster.nodes) if not node.running]
+    rabbit_cluster.start_nodes(*down)  # a scenario that failed midway left them
+    made = rabbit_cluster.make_vhost(request.node.name)
+    yield made
+    with contextlib.suppress(Exception):
+        delete_vhost(made)
 
 
 @pytest.fixture

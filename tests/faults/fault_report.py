@@ -101,6 +101,37 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "each is one clear error naming the vhost (and the permission), with no "
         "connection left retrying",
     ),
+    # Three-node cluster (tests/faults/test_fault_cluster_scenarios.py): 1,000
+    # tasks, a manager on node 0, two `icij-nb workers start` pools on nodes 1, 2.
+    "10a-cluster-kill-managers-node": (
+        "cluster: `kill -9` of the node the manager is connected to, mid-run",
+        "the manager moves to another node, declares its consumers there, and "
+        "every task ends DONE once; events caught by the drop are sent again",
+    ),
+    "10b-cluster-kill-pools-node": (
+        "cluster: `kill -9` of the node a pool is connected to, mid-run",
+        "the pool moves to another node; the tasks it held are redelivered "
+        "(quorum queues) and complete once",
+    ),
+    "10c-cluster-rolling-restart": (
+        "cluster: the three nodes restarted one at a time during the run",
+        "every client moves away from each node in turn; nothing lost or stuck",
+    ),
+    "10d-cluster-node-partitioned-30s": (
+        "cluster: one node frozen (SIGSTOP) for 30 s while tasks are submitted",
+        "submits do not wait for it (unconfirmed ones go to the outbox); its "
+        "pool resumes after; every task ends DONE once",
+    ),
+    "10e-cluster-down-20s-outbox": (
+        "cluster: all three nodes killed for 20 s while the notebook submits",
+        "submits return handles (tasks CREATED, waiting in the outbox of the "
+        "store) and are published when the cluster is back; none lost",
+    ),
+    "10f-cluster-minority-alive": (
+        "cluster: two nodes killed (a minority left) while the notebook submits",
+        "quorum queues take no writes: unconfirmed submits wait in the outbox "
+        "(bounded) and are published once a majority is back; none lost",
+    ),
 }
 
 LABELS = {
@@ -120,6 +151,9 @@ LABELS = {
     "rss_growth_end_bytes_per_task": "**RSS growth at the end, bytes/task**",
     "bound_bytes_per_task": "bound, bytes/task",
     "seconds": "seconds (not a target)",
+    "stuck": "**stuck**",
+    "redelivered": "redelivered (ran twice)",
+    "slowest_submit_s": "slowest submit (s)",
 }
 HIDDEN = {"cancelled"}
 
@@ -150,7 +184,8 @@ def render(data: dict[str, Any]) -> str:
     rows.append("")
     rows.append(
         f"Last run: {data.get('written_at', '?')}, {machine.get('cpus', '?')} CPUs, "
-        f"Python {machine.get('python', '?')}, RabbitMQ node of the suite's own."
+        f"Python {machine.get('python', '?')}, RabbitMQ node (and, for 10, "
+        "three-node cluster) of the suite's own."
     )
     return "\n".join(rows)
 

@@ -67,8 +67,12 @@ class PrivateRabbit:
     HOME holding the Erlang cookie that both the node and ``rabbitmqctl`` read.
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(
+        self, base: Path, *, cookie: str | None = None, extra_config: str = ""
+    ) -> None:
         self.base = base
+        self.cookie = cookie or uuid.uuid4().hex
+        self.extra_config = extra_config
         self.name = f"icijfault{uuid.uuid4().hex[:6]}@localhost"
         self.amqp_port, self.management_port, self.dist_port = (
             free_port(),
@@ -87,7 +91,7 @@ class PrivateRabbit:
         home = self.base / "home"
         home.mkdir(parents=True, exist_ok=True)
         cookie = home / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex)
+        cookie.write_text(self.cookie)
         cookie.chmod(0o400)
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.local = 127.0.0.1:{self.amqp_port}\n"
@@ -95,7 +99,7 @@ class PrivateRabbit:
             "management.tcp.ip = 127.0.0.1\n"
             "loopback_users = none\n"
             # Statistics every second: management views lag less.
-            "collect_statistics_interval = 1000\n"
+            "collect_statistics_interval = 1000\n" + self.extra_config
         )
         (self.base / "enabled_plugins").write_text("[rabbitmq_management].\n")
         # Our own env file: the system's would give the node the system's name.
@@ -122,6 +126,39 @@ class PrivateRabbit:
 
     def start(self) -> None:
         """Start the node and wait until AMQP and the management API answer."""
+        self.launch()
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until AMQP and the management API answer (after :meth:`launch`)."""
+        wait_until(self._ready, timeout_s=NODE_START_S, interval_s=0.2, what="the node")
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`launch` and :meth:`stop` or :meth:`kill`."""
+        return self._server is not None
+
+    def kill(self) -> None:
+        """``kill -9`` the node and every process of its group (no clean stop)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+
+    def suspend(self) -> None:
+        """Freeze the node (SIGSTOP to its process group): a partition, seen
+        from its peers and clients, that heals with :meth:`resume`."""
+        assert self._server is not None
+        os.killpg(self._server.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._server is not None
+        os.killpg(self._server.pid, signal.SIGCONT)
+
+    def launch(self) -> None:
+        """Start the node's server, without waiting for it."""
         log = (self.base / "server.out").open("ab")
         self._server = subprocess.Popen(
             [str(RABBIT_BIN / "rabbitmq-server")],
@@ -133,7 +170,6 @@ class PrivateRabbit:
             start_new_session=True,
         )
         log.close()
-        wait_until(self._ready, timeout_s=NODE_START_S, interval_s=0.2, what="the node")
 
     def _ready(self) -> bool:
         if self._server is not None and self._server.poll() is not None:
