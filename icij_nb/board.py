@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -45,13 +45,10 @@ from icij_nb.board_table import (
     filter_changes,
 )
 from icij_nb.board_widgets import CANCELLABLE, BoardRow, BoardWidgets
-from icij_nb.errors import IcijNbError, InvalidTransition
+from icij_nb.errors import IcijNbError, InvalidFilter, InvalidTransition
 from icij_nb.handles import TaskHandle
 from icij_nb.model import Task, TaskState, utcnow
-from icij_nb.pools import HEARTBEAT_S
-
-if TYPE_CHECKING:
-    from icij_nb.manager import TaskManager
+from icij_nb.view import TaskView
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +78,7 @@ class TaskBoard:
         refresh_s: the least time between two refreshes.
 
     Raises:
-        ValueError: an unknown state or group (the message lists the valid ones),
+        InvalidFilter: an unknown state or group (the message lists the valid ones),
             or a bad ``page_size``/``refresh_s``.
 
     Example:
@@ -92,7 +89,7 @@ class TaskBoard:
 
     def __init__(
         self,
-        manager: TaskManager,
+        manager: TaskView,
         *,
         group: str | None = None,
         states: Iterable[str | TaskState] | str | TaskState | None = None,
@@ -104,7 +101,7 @@ class TaskBoard:
         check_board_options(page_size, refresh_s)
         wanted = filter_changes(group=group, states=states, name=name, text=text)
         self._manager = manager
-        self._runtime = manager._runtime
+        self._runtime = manager.runtime
         self._page_size = page_size
         self._refresh_s = float(refresh_s)
         self._table = BoardTable()
@@ -137,7 +134,7 @@ class TaskBoard:
         except BaseException:
             self._discard()
             raise
-        manager._after_wait.append(self._after_wait)
+        self._remove_hook = manager.on_wait_end(self._after_wait)
 
     # -- widgets -----------------------------------------------------------------------
 
@@ -265,7 +262,8 @@ class TaskBoard:
         self._unsubscribe = self._manager.subscribe(self._on_tasks)
         frame = await self._manager.frame_async()
         # This session's records: the table shares their ids, args and results.
-        self._table.load_frame(frame, self._manager._tasks)
+        live = {t.id: t for t in self._manager.live_tasks()}
+        self._table.load_frame(frame, live)
         self._loading = False
         self._filters = self._checked_filters(wanted)
         self._apply_pending()
@@ -296,8 +294,7 @@ class TaskBoard:
         """Stop updating and close the widgets; safe to call twice."""
         if self._closed:
             return
-        if self._after_wait in self._manager._after_wait:
-            self._manager._after_wait.remove(self._after_wait)
+        self._remove_hook()
         self._call(self._close)
 
     def _close(self) -> None:
@@ -378,7 +375,7 @@ class TaskBoard:
         if group is not None and group not in self._known_groups():
             valid = ", ".join(repr(g) for g in self._known_groups()) or "none yet"
             msg = f"unknown group {group!r}; valid groups: {valid}"
-            raise ValueError(msg)
+            raise InvalidFilter(msg)
         old = self._filters
         return Filters(
             group=group,
@@ -422,7 +419,7 @@ class TaskBoard:
         self._check_open()
         if not 0 <= page < self.page_count:
             msg = f"page {page} does not exist; pages are 0 to {self.page_count - 1}"
-            raise ValueError(msg)
+            raise InvalidFilter(msg)
         self._page = page
         self._refresh_now()
 
@@ -473,23 +470,11 @@ class TaskBoard:
         return html, groups, counts, progress
 
     def _can_send(self) -> bool:
-        return not (self._manager.broker.observe_only or self._manager.closed)
+        return self._manager.can_act
 
     def _count_workers(self) -> dict[str | None, int] | None:
-        """Live workers per group, as ``tm.workers()`` counts them.
-
-        None when no worker ever sent a heartbeat. Read from the manager's record
-        rather than ``tm.workers()``, whose DataFrame costs a millisecond.
-        """
-        heard = list(self._manager._workers.values())
-        if not heard:
-            self._workers = None
-            return None
-        now, counts = utcnow(), collections.Counter[str | None]()
-        for status, seen in heard:
-            if (now - seen).total_seconds() < 3 * HEARTBEAT_S:
-                counts[status.group] += 1
-        self._workers = dict(counts)
+        """Live workers per group, as ``tm.workers()`` counts them (None: none yet)."""
+        self._workers = self._manager.live_workers()
         return self._workers
 
     def _message(self) -> str:
@@ -535,7 +520,7 @@ class TaskBoard:
         if group is not None and group not in self._known_groups():
             valid = ", ".join(repr(g) for g in self._known_groups()) or "none yet"
             msg = f"unknown group {group!r}; valid groups: {valid}"
-            raise ValueError(msg)
+            raise InvalidFilter(msg)
         self._apply_pending()
         done = 0
         for task_id in self._table.rows_in(group, states):
@@ -630,7 +615,7 @@ class TaskBoard:
         """Change some filters; the others stay. None clears one.
 
         Raises:
-            ValueError: an unknown state or group; the message lists valid ones.
+            InvalidFilter: an unknown state or group; the message lists valid ones.
 
         Example:
             board.set_filter(states=["ERROR"], text="timeout")
@@ -642,12 +627,12 @@ class TaskBoard:
         """Sort the rows by ``column`` (ties keep creation order; missing last).
 
         Raises:
-            ValueError: not a sortable column; the message lists them.
+            InvalidFilter: not a sortable column; the message lists them.
         """
         if column not in SORT_COLUMNS:
             valid = ", ".join(SORT_COLUMNS)
             msg = f"cannot sort by {column!r}; sortable columns: {valid}"
-            raise ValueError(msg)
+            raise InvalidFilter(msg)
         self._call(self._set_sort, column, bool(ascending))
 
     def refresh(self) -> None:

@@ -52,16 +52,14 @@ def connect(
     if not isinstance(given, App):
         msg = f"connect() needs an icij_nb.App, got {type(app).__name__}: {app!r}"
         raise ConfigError(msg)
-    manager = TaskManager(
+    return TaskManager(
         app,
         broker=_broker(
             app, broker, management_url=management_url, observe_only=observe_only
         ),
         store=_store(app, store),
         runtime=get_runtime(),
-    )
-    manager._run(manager._start())
-    return manager
+    ).start()
 
 
 def _broker(

@@ -72,6 +72,10 @@ class Pool(Protocol):
         """Start the workers; return once they listen for cancels."""
         ...
 
+    def stop(self) -> None:
+        """Stop the workers from a cell (running tasks requeued); safe twice."""
+        ...
+
     async def stop_async(self, *, finish_running: bool = False) -> None:
         """Stop the workers (running tasks requeued unless finished first)."""
         ...
@@ -106,8 +110,7 @@ class Engine(Protocol):
         ...
 
     async def requeue(self, tasks: Sequence[Task]) -> None:
-        """Queue again tasks the ledger put back (a failed attempt with retries left,
-        or a retry the user asked for)."""
+        """Queue again tasks the ledger put back (a retry, by rule or by request)."""
         ...
 
     async def cancel(self, task: Task, *, requeue: bool) -> list[ManagerEvent]:

@@ -9,6 +9,9 @@ IcijNbError(Exception)
  │   └─ TaskQueueFull            a group's queue is at its max_task_queue_size
  ├─ StoreError                   the task store cannot be opened or written
  ├─ ManagerClosed                an operation on a closed manager or pool
+ ├─ ManagerNotStarted            a manager used before start() (connect() starts it)
+ ├─ ObserveOnly                  submit, cancel or retry on an observe-only manager
+ ├─ InvalidFilter                a board filter or sort naming no state, group or column
  ├─ InvalidArguments             task args or options that cannot be sent
  ├─ InvalidResult                a task returned a value JSON cannot carry
  ├─ InvalidProgress              a task reported progress outside [0, 1]
@@ -81,6 +84,18 @@ class StoreError(IcijNbError):
 
 class ManagerClosed(IcijNbError):
     """An operation was asked of a manager or pool that is closed."""
+
+
+class ManagerNotStarted(IcijNbError):
+    """A TaskManager built by hand was used before ``start()``."""
+
+
+class ObserveOnly(IcijNbError):
+    """A manager that only observes was asked to submit, cancel or retry."""
+
+
+class InvalidFilter(IcijNbError, ValueError):
+    """A board filter or sort names a state, group or column that does not exist."""
 
 
 class InvalidArguments(IcijNbError, TypeError):

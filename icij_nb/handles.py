@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from icij_nb.model import ErrorRecord, Task, TaskState
 
 if TYPE_CHECKING:
-    from icij_nb.manager import TaskManager
+    from icij_nb.view import TaskView
 
 
 class TaskHandle:
@@ -26,14 +26,14 @@ class TaskHandle:
         tokens = await h            # or h.result(timeout_s=60) to block the cell
     """
 
-    __slots__ = ("_manager", "id")
+    __slots__ = ("_view", "id")
 
-    def __init__(self, manager: TaskManager, task_id: str) -> None:
-        self._manager = manager
+    def __init__(self, view: TaskView, task_id: str) -> None:
+        self._view = view
         self.id = task_id
 
     def __repr__(self) -> str:
-        task = self._manager._peek(self.id)
+        task = self._view.peek(self.id)
         if task is None:
             return f"<TaskHandle {self.id!r} (not in this session)>"
         return (
@@ -41,7 +41,7 @@ class TaskHandle:
         )
 
     def _repr_html_(self) -> str:
-        task = self._manager._peek(self.id)
+        task = self._view.peek(self.id)
         if task is None:
             return f"<code>{html.escape(self.id)}</code>"
         return task_html(task)
@@ -50,7 +50,7 @@ class TaskHandle:
         return (
             isinstance(other, TaskHandle)
             and other.id == self.id
-            and other._manager is self._manager
+            and other._view is self._view
         )
 
     def __hash__(self) -> int:
@@ -59,17 +59,17 @@ class TaskHandle:
     @property
     def task(self) -> Task:
         """A snapshot of the task's record."""
-        return self._manager.get(self.id)
+        return self._view.get(self.id)
 
     @property
     def state(self) -> TaskState:
         """The current state."""
-        return self._manager.get(self.id).state
+        return self._view.get(self.id).state
 
     @property
     def progress(self) -> float:
         """The last reported progress, 0.0 to 1.0."""
-        return self._manager.get(self.id).progress
+        return self._view.get(self.id).progress
 
     def done(self) -> bool:
         """True once the task is DONE, ERROR or CANCELLED."""
@@ -83,34 +83,35 @@ class TaskHandle:
             TaskCancelled: it was cancelled.
             WaitTimeout: ``timeout_s`` passed first; the task goes on.
         """
-        return self._manager.result(self.id, timeout_s=timeout_s)
+        return self._view.result(self.id, timeout_s=timeout_s)
 
     async def result_async(self, *, timeout_s: float | None = None) -> Any:
         """Awaitable twin of :meth:`result`."""
-        return await self._manager.result_async(self.id, timeout_s=timeout_s)
+        return await self._view.result_async(self.id, timeout_s=timeout_s)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.result_async().__await__()
 
     def cancel(self, *, requeue: bool = False) -> None:
         """Cancel the task (a queued one never starts); see TaskManager.cancel."""
-        self._manager.cancel(self.id, requeue=requeue)
+        self._view.cancel(self.id, requeue=requeue)
 
     def retry(self) -> TaskHandle:
         """Run an ERROR or CANCELLED task again, as a new attempt."""
-        return self._manager.retry(self.id)
+        self._view.retry(self.id)
+        return self
 
     def errors(self) -> list[ErrorRecord]:
         """One error record per failed attempt, oldest first."""
-        return self._manager.errors(self.id)
+        return self._view.errors(self.id)
 
 
 class TaskBatch(list[TaskHandle]):
     """Handles returned by ``map``: a list, plus ways to wait for all of them."""
 
-    def __init__(self, manager: TaskManager, handles: Iterable[TaskHandle]) -> None:
+    def __init__(self, view: TaskView, handles: Iterable[TaskHandle]) -> None:
         super().__init__(handles)
-        self._manager = manager
+        self._view = view
 
     def __repr__(self) -> str:
         counts = self.counts()
@@ -120,7 +121,7 @@ class TaskBatch(list[TaskHandle]):
     def counts(self) -> dict[TaskState, int]:
         """How many of the batch's tasks are in each state, now."""
         found = Counter(
-            t.state for t in (self._manager._peek(h.id) for h in self) if t is not None
+            t.state for t in (self._view.peek(h.id) for h in self) if t is not None
         )
         return {state: found.get(state, 0) for state in TaskState}
 
@@ -128,12 +129,14 @@ class TaskBatch(list[TaskHandle]):
         self, *, timeout_s: float | None = None, return_exceptions: bool = False
     ) -> list[Any]:
         """Block until all are ready; their results in order (see gather)."""
-        return self._manager.gather(
-            self, timeout_s=timeout_s, return_exceptions=return_exceptions
+        return self._view.gather(
+            [h.id for h in self],
+            timeout_s=timeout_s,
+            return_exceptions=return_exceptions,
         )
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
-        return self._manager.gather_async(self).__await__()
+        return self._view.gather_async([h.id for h in self]).__await__()
 
 
 def task_html(task: Task) -> str:

@@ -1,20 +1,21 @@
 """TaskManager: submit, watch, wait for, cancel and retry tasks (made by ``connect()``).
 
-The manager is the single writer of task records. On the runtime loop it:
+The manager holds an :class:`~icij_nb.engine.Engine` (a message broker, or an engine
+that owns state) and a :class:`~icij_nb.ledger.Ledger` (the records and their one write
+path). On the runtime loop it:
 
-- validates and publishes tasks (``submit``/``map``; validation runs in the caller's
-  thread so bad input fails at once, in the cell);
-- consumes worker events in batches through its :class:`~icij_nb.events.EventApplier`,
-  which applies them by precedence (:meth:`~icij_nb.model.Task.apply`), republishes
-  retries, writes the store, resolves waiting handles and notifies subscribers (the
-  board) through the live :class:`~icij_nb.records.TaskRecords`;
-- broadcasts cancel and shutdown events;
-- owns the in-kernel pools started with :meth:`TaskManager.start_pool`.
+- validates and submits tasks (``submit``/``map``; validation runs in the caller's
+  thread, see :mod:`icij_nb.submission`, so bad input fails at once, in the cell);
+- consumes the engine's events through an :class:`~icij_nb.events.EventConsumer`,
+  which applies them through the ledger;
+- turns its own decisions (cancel of a queued task, retry) into ledger events too;
+- waits for tasks (:mod:`icij_nb.waits`) and owns the pools of ``start_pool``.
 
-Every operation has a blocking form for cells (``tm.gather(hs)``) and an awaitable
-twin with the ``_async`` suffix (``await tm.gather_async(hs)``); handles are awaitable
-themselves. Blocking calls never run on the runtime loop, so they cannot deadlock it,
-and Ctrl-C cancels the wait.
+It implements :class:`~icij_nb.view.TaskView`, what handles, the board and the magics
+use. Every operation has a blocking form for cells (``tm.gather(hs)``) and an
+awaitable twin with the ``_async`` suffix (``await tm.gather_async(hs)``). Blocking
+calls never run on the runtime loop, so they cannot deadlock it, and Ctrl-C cancels
+the wait.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import json
+import html
 import logging
 import os
 import threading
@@ -34,33 +35,35 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
-from icij_nb.app import App, TaskSpec
+from icij_nb.app import App
+from icij_nb.broker_engine import BrokerEngine
 from icij_nb.brokers.base import Broker
+from icij_nb.engine import Engine, Pool, PoolOptions
 from icij_nb.errors import (
     BrokerError,
+    ConfigError,
     InvalidArguments,
     InvalidTransition,
     ManagerClosed,
-    TaskCancelled,
-    TaskFailed,
+    ManagerNotStarted,
+    ObserveOnly,
     UnknownTask,
-    WaitTimeout,
 )
-from icij_nb.events import EventApplier
+from icij_nb.events import EventConsumer
 from icij_nb.handles import TaskBatch, TaskHandle
-from icij_nb.jsonvalues import check_args
+from icij_nb.ledger import Ledger
 from icij_nb.model import (
-    CancelEvent,
-    ShutdownEvent,
+    ErrorEvent,
+    ErrorRecord,
+    RetryEvent,
     Task,
     TaskState,
-    utcnow,
 )
-from icij_nb.pools import InKernelPool
-from icij_nb.process_pool import ProcessPool
-from icij_nb.records import Listener, TaskRecords
+from icij_nb.records import Listener
 from icij_nb.runtime import Runtime, get_runtime
 from icij_nb.store import TaskStore
+from icij_nb.submission import Prepared, Submissions
+from icij_nb.waits import Waits
 from icij_nb.worker_registry import WorkerRegistry
 
 if TYPE_CHECKING:
@@ -77,42 +80,63 @@ def _task_id(ref: TaskRef) -> str:
 
 
 class TaskManager:
-    """Submits tasks of an app through a broker and keeps their record in a store.
+    """Submits tasks of an app to an engine and keeps their record in a store.
 
-    Build one with :func:`connect`. Closing it stops its pools (their running tasks
-    are requeued), writes pending records and releases the broker.
+    Build a started one with :func:`~icij_nb.connect` (or construct it and call
+    :meth:`start`). Closing it stops its pools (their running tasks are requeued),
+    writes pending records and releases the engine.
+
+    Args:
+        app: the tasks it may submit.
+        broker: a message broker (memory, RabbitMQ); or give ``engine``.
+        engine: what runs the tasks, when it is not a plain broker (Temporal).
+        store: where the records live.
+        runtime: the loop thread (default: this process's).
     """
 
     def __init__(
         self,
         app: App,
         *,
-        broker: Broker,
+        broker: Broker | None = None,
+        engine: Engine | None = None,
         store: TaskStore,
         runtime: Runtime | None = None,
     ) -> None:
+        if (broker is None) == (engine is None):
+            msg = "TaskManager needs one of broker= (memory, RabbitMQ) or engine="
+            raise ConfigError(msg)
         self.app = app
-        self.broker = broker
+        if broker is not None:
+            engine = BrokerEngine(broker)
+        assert engine is not None  # one of the two, checked above
+        self.engine: Engine = engine
         self.store = store
         self.id = f"{app.name}-manager-{uuid.uuid4().hex[:12]}"
         self._runtime = runtime or get_runtime()
-        self._records = TaskRecords()
-        # The live records by id: handles and the board read them without I/O.
-        self._tasks = self._records.tasks
-        self._pools: list[InKernelPool | ProcessPool] = []
-        self._checked_calls: set[tuple[str, frozenset[str]]] = set()
-        self._events = EventApplier(
-            self._records, store, broker, owner=self.id, closed=lambda: self._closed
+        self._ledger = Ledger(store)
+        self._submissions = Submissions(app)
+        self._waits = Waits(self._ledger, self._get)
+        self._pools: list[Pool] = []
+        self._consumer_of = EventConsumer(
+            self._ledger, store, self.engine, owner=self.id, closed=lambda: self._closed
         )
-        self._registry = WorkerRegistry(broker)
-        self._workers = self._registry.heard
-        self._consumer: asyncio.Task[None] | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._registry = WorkerRegistry(self.engine.heartbeats)
+        self._background: list[asyncio.Task[None]] = []
         self._closed = False
-        #: called (no arguments) when a blocking wait ends: boards show final states
-        self._after_wait: list[Callable[[], None]] = []
         self._started = False
+        self._after_wait: list[Callable[[], None]] = []
         self._pid = os.getpid()
+
+    @property
+    def broker(self) -> Engine:
+        """The engine behind this manager (its repr masks any password)."""
+        return self.engine
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime loop this manager's work runs on."""
+        return self._runtime
 
     # -- life -------------------------------------------------------------------
 
@@ -124,29 +148,46 @@ class TaskManager:
     async def _wrap(self, coro: Coroutine[Any, Any, T]) -> T:
         return await self._runtime.wrap(coro)
 
+    def start(self) -> TaskManager:
+        """Connect the engine, open the store, settle what a dead kernel left.
+
+        :func:`~icij_nb.connect` calls it; call it yourself only on a manager you
+        constructed. Returns the manager, started.
+        """
+        self._run(self.start_async())
+        return self
+
+    async def start_async(self) -> TaskManager:
+        """Awaitable twin of :meth:`start`."""
+        await self._wrap(self._start())
+        return self
+
     async def _start(self) -> None:
-        await self.broker.start()
+        if self._started or self._closed:
+            return
+        await self.engine.start()
         try:
-            await self.store.open(manager_id=self.id, broker_kind=self.broker.kind)
-            recovered = await self.store.recover(durable_broker=self.broker.durable)
+            await self.store.open(manager_id=self.id, broker_kind=self.engine.kind)
+            recovered = await self.store.recover(durable_broker=self.engine.durable)
         except BaseException:
             # A store that cannot be opened (locked, damaged) must not leave a
             # connection behind: the error is all the caller gets.
             with contextlib.suppress(Exception):
                 await self.store.close()
-            await self.broker.close()
+            await self.engine.close()
             raise
-        for task in recovered:
-            if not task.state.is_ready:
-                self._records.track(task)
-        self._consumer = asyncio.create_task(
-            self._events.consume(), name="icij_nb-events"
-        )
-        self._watcher = asyncio.create_task(
-            self._registry.watch(), name="icij_nb-workers"
-        )
+        self._settle_recovered(recovered)
+        self._background = [
+            asyncio.create_task(self._consumer_of.consume(), name="icij_nb-events"),
+            asyncio.create_task(self._registry.watch(), name="icij_nb-workers"),
+        ]
         self._started = True
         _OPEN.add(self)
+
+    def _settle_recovered(self, recovered: list[Task]) -> None:
+        for task in recovered:
+            if not task.state.is_ready:
+                self._ledger.track(task)
 
     def close(self, *, timeout_s: float | None = 30.0) -> None:
         """Stop pools (requeueing their running tasks), flush the store, disconnect.
@@ -166,23 +207,25 @@ class TaskManager:
             return
         self._closed = True
         _OPEN.discard(self)
-        for pool in list(self._pools):
-            if isinstance(pool, ProcessPool):
-                await asyncio.to_thread(pool.stop)
-            else:
-                await pool._stop(finish_running=False)
-        for background in (self._consumer, self._watcher):
-            if background is not None:
-                background.cancel()
-                await asyncio.gather(background, return_exceptions=True)
+        for pool in self._pools:
+            await pool.stop_async(finish_running=False)
+        self._pools.clear()
+        for background in self._background:
+            background.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.store.close()
-        await self.broker.close()
-        self._records.cancel_waiters()
+        await self.engine.close()
+        self._ledger.cancel_waiters()
 
     @property
     def closed(self) -> bool:
         """True once close() was called."""
         return self._closed
+
+    @property
+    def can_act(self) -> bool:
+        """True when cancel and retry are possible (open, and not observe-only)."""
+        return not (self._closed or self.engine.observe_only)
 
     def __enter__(self) -> TaskManager:
         return self
@@ -198,13 +241,13 @@ class TaskManager:
 
     def _check_can_send(self) -> None:
         self._check_open()
-        if self.broker.observe_only:
+        if self.engine.observe_only:
             msg = (
-                "this manager only observes another task manager's vhost; it "
+                "this manager only observes another task manager's tasks; it "
                 "cannot submit, cancel or retry. Connect without observe_only=True "
                 "to a vhost of your own for that."
             )
-            raise ManagerClosed(msg)
+            raise ObserveOnly(msg)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -213,61 +256,42 @@ class TaskManager:
                 "nothing was submitted. Call nb.connect(app) for a new one."
             )
             raise ManagerClosed(msg)
+        if not self._started:
+            msg = (
+                f"the task manager of app {self.app.name!r} was not started: build "
+                "one with nb.connect(app), or call tm.start() on one you constructed"
+            )
+            raise ManagerNotStarted(msg)
 
     # -- reprs ------------------------------------------------------------------
 
     def __repr__(self) -> str:
         counts = " ".join(
             f"{s.value.lower()}={n}"
-            for s, n in sorted(self._records.counts.items())
+            for s, n in sorted(self._ledger.counts.items())
             if n
         )
         state = " closed" if self._closed else ""
         return (
-            f"<TaskManager {self.app.name!r}{state} broker={self.broker.kind} "
-            f"store={_store_label(self.store)} pools={len(self._pools)} "
-            f"tasks={len(self._tasks)}{' ' + counts if counts else ''}>"
+            f"<TaskManager {self.app.name!r}{state} broker={self.engine.kind} "
+            f"store={_store_label(self.store)} pools={len(self.pools)} "
+            f"tasks={len(self._ledger)}{' ' + counts if counts else ''}>"
         )
 
     def _repr_html_(self) -> str:
         cells = "".join(
-            f"<td>{s.value}: <b>{self._records.counts.get(s, 0)}</b></td>"
+            f"<td>{s.value}: <b>{self._ledger.counts.get(s, 0)}</b></td>"
             for s in TaskState
         )
-        pools = ", ".join(repr(p) for p in self._pools) or "none"
+        pools = ", ".join(repr(p) for p in self.pools) or "none"
         return (
             f"<div><b>TaskManager</b> <code>{self.app.name}</code> "
-            f"({self.broker.kind} broker, store {_store_label(self.store)})"
-            f"<table><tr>{cells}</tr></table><small>pools: {_html(pools)}</small>"
-            "</div>"
+            f"({self.engine.kind} broker, store {_store_label(self.store)})"
+            f"<table><tr>{cells}</tr></table><small>pools: {html.escape(pools)}"
+            "</small></div>"
         )
 
     # -- submission -------------------------------------------------------------
-
-    def _prepare(
-        self,
-        name: str,
-        args: dict[str, Any] | None,
-        *,
-        max_retries: int | None,
-        task_id: str | None,
-    ) -> tuple[Task, str]:
-        spec = self.app.get(name)
-        checked = check_args(args, task_name=name)
-        key = (name, frozenset(checked))
-        if key not in self._checked_calls:
-            spec.check_call(checked)
-            self._checked_calls.add(key)
-        max_attempts = _max_attempts(spec, max_retries)
-        task = Task(
-            id=task_id if task_id is not None else f"{name}-{_uuid4_hex()}",
-            name=name,
-            group=spec.group_name,
-            args=checked,
-            max_attempts=max_attempts,
-            attempts_left=max_attempts,
-        )
-        return task, json.dumps(checked)
 
     def submit(
         self,
@@ -296,7 +320,9 @@ class TaskManager:
             h = tm.submit("tokenize", {"doc": "a b c"})
         """
         self._check_can_send()
-        prepared = self._prepare(name, args, max_retries=max_retries, task_id=task_id)
+        prepared = self._submissions.prepare(
+            name, args, max_retries=max_retries, task_id=task_id
+        )
         self._run(self._enqueue([prepared]))
         return TaskHandle(self, prepared[0].id)
 
@@ -310,7 +336,9 @@ class TaskManager:
     ) -> TaskHandle:
         """Awaitable twin of :meth:`submit`."""
         self._check_can_send()
-        prepared = self._prepare(name, args, max_retries=max_retries, task_id=task_id)
+        prepared = self._submissions.prepare(
+            name, args, max_retries=max_retries, task_id=task_id
+        )
         await self._wrap(self._enqueue([prepared]))
         return TaskHandle(self, prepared[0].id)
 
@@ -331,7 +359,7 @@ class TaskManager:
             tokens = batch.results()        # or: await batch
         """
         self._check_can_send()
-        prepared = self._prepare_many(name, args_list, max_retries)
+        prepared = self._submissions.prepare_many(name, args_list, max_retries)
         self._run(self._enqueue(prepared))
         return TaskBatch(self, (TaskHandle(self, t.id) for t, _ in prepared))
 
@@ -344,77 +372,40 @@ class TaskManager:
     ) -> TaskBatch:
         """Awaitable twin of :meth:`map`."""
         self._check_can_send()
-        prepared = self._prepare_many(name, args_list, max_retries)
+        prepared = self._submissions.prepare_many(name, args_list, max_retries)
         await self._wrap(self._enqueue(prepared))
         return TaskBatch(self, (TaskHandle(self, t.id) for t, _ in prepared))
 
-    def _prepare_many(
-        self, name: str, args_list: Iterable[dict[str, Any]], max_retries: int | None
-    ) -> list[tuple[Task, str]]:
-        if isinstance(args_list, dict | str | bytes):
-            msg = (
-                f"map({name!r}, ...) takes a list of args dicts, one per task, got a "
-                f"{type(args_list).__name__}; for one task use submit()"
-            )
-            raise InvalidArguments(msg)
-        prepared = []
-        for index, args in enumerate(args_list):
-            try:
-                prepared.append(
-                    self._prepare(name, args, max_retries=max_retries, task_id=None)
-                )
-            except InvalidArguments as exc:
-                msg = f"args_list[{index}]: {exc}; no task was submitted"
-                raise InvalidArguments(msg) from None
-        return prepared
-
-    async def _enqueue(self, prepared: Sequence[tuple[Task, str]]) -> None:
+    async def _enqueue(self, prepared: Sequence[Prepared]) -> None:
         self._check_open()
-        tasks = []
-        for task, _ in prepared:
-            if task.id in self._tasks:
+        tasks = [task for task, _ in prepared]
+        for task in tasks:
+            if self._ledger.get(task.id) is not None:
                 msg = f"a task with id {task.id!r} exists already; choose another id"
                 raise InvalidArguments(msg)
-            # Published as CREATED, as icij's manager does a first enqueue (§2.4).
-            task.state = TaskState.CREATED
-            tasks.append(task)
-        # Tracked before publishing: a worker may answer before publish returns.
+        # Tracked (CREATED) before submitting: a worker may answer first.
         for task in tasks:
-            self._records.track(task)
+            self._ledger.track(task)
         try:
-            await self.broker.publish_tasks(tasks)
+            await self.engine.submit(tasks)
         except BrokerError as exc:
             # Keep the record of what was queued; the error names what was not.
             lost = set(exc.not_queued)
-            for task_id in lost:
-                self._records.untrack(task_id)
-            self._mark_queued([t for t in tasks if t.id not in lost])
-            self._record_new([p for p in prepared if p[0].id not in lost])
+            self._ledger.forget(lost)
+            self._ledger.queued([p for p in prepared if p[0].id not in lost])
             await self._store_now_if_durable()
             raise
         except BaseException:
-            for task in tasks:
-                self._records.untrack(task.id)
+            self._ledger.forget(t.id for t in tasks)
             raise
-        self._mark_queued(tasks)
-        self._record_new(prepared)
+        self._ledger.queued(prepared)
         await self._store_now_if_durable()
 
     async def _store_now_if_durable(self) -> None:
         # A queued task outlives this kernel in RabbitMQ: so must its record, at
         # once, or a new manager would refuse the events of a task it never saw.
-        if self.broker.durable:
+        if self.engine.durable:
             await self.store.flush()
-
-    def _mark_queued(self, tasks: Sequence[Task]) -> None:
-        for task in tasks:
-            if task.state is TaskState.CREATED:  # else a worker answered already
-                self._records.set_state(task, TaskState.QUEUED)
-
-    def _record_new(self, prepared: Sequence[tuple[Task, str]]) -> None:
-        for task, args_json in prepared:
-            self.store.put(task, args_json=args_json)
-        self._records.notify([t for t, _ in prepared])
 
     # -- subscriptions and workers -------------------------------------------------
 
@@ -428,7 +419,27 @@ class TaskManager:
         Returns:
             A function that unsubscribes it.
         """
-        return self._records.subscribe(listener)
+        return self._ledger.subscribe(listener)
+
+    def on_wait_end(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call ``hook()`` each time a blocking wait of this manager ends.
+
+        It runs in the thread that waited; boards use it to show final states.
+
+        Returns:
+            A function that removes the hook.
+        """
+        self._after_wait.append(hook)
+
+        def remove() -> None:
+            if hook in self._after_wait:
+                self._after_wait.remove(hook)
+
+        return remove
+
+    def live_workers(self) -> dict[str | None, int] | None:
+        """Live workers per group (no I/O); None when none ever sent a heartbeat."""
+        return self._registry.alive_by_group()
 
     def workers(self) -> pd.DataFrame:
         """The workers heard from lately, one row each (no I/O).
@@ -442,9 +453,17 @@ class TaskManager:
 
     # -- reading --------------------------------------------------------------------
 
-    def _peek(self, task_id: str) -> Task | None:
-        """The live record of a task of this session, without I/O (or None)."""
-        return self._tasks.get(task_id)
+    def peek(self, task_id: str) -> Task | None:
+        """The live record of a task of this session, without I/O (or None).
+
+        The record changes as events arrive: read it, don't keep it (use
+        :meth:`get` for a snapshot).
+        """
+        return self._ledger.get(task_id)
+
+    def live_tasks(self) -> list[Task]:
+        """The live records of this session's tasks, without I/O."""
+        return self._ledger.live()
 
     def get(self, task: TaskRef) -> Task:
         """A snapshot of a task's record, from this session or the store.
@@ -453,7 +472,7 @@ class TaskManager:
             UnknownTask: no task with that id.
         """
         task_id = _task_id(task)
-        live = self._tasks.get(task_id)
+        live = self._ledger.get(task_id)
         if live is not None:
             return live.snapshot()
         return self._run(self._get(task_id))
@@ -463,7 +482,7 @@ class TaskManager:
         return await self._wrap(self._get(_task_id(task)))
 
     async def _get(self, task_id: str) -> Task:
-        live = self._tasks.get(task_id)
+        live = self._ledger.get(task_id)
         if live is not None:
             return live.snapshot()
         stored = await self.store.load(task_id) if not self._closed else None
@@ -510,86 +529,9 @@ class TaskManager:
     @property
     def counts(self) -> dict[TaskState, int]:
         """Tasks of this session in each state, now."""
-        return {s: self._records.counts.get(s, 0) for s in TaskState}
+        return {s: self._ledger.counts.get(s, 0) for s in TaskState}
 
     # -- waiting ------------------------------------------------------------------
-
-    async def _wait_ready(
-        self, task_ids: Sequence[str], timeout_s: float | None
-    ) -> dict[str, Task]:
-        """Wait until every task is ready; return the records read from the store.
-
-        Those are tasks of an earlier session that were ready already (a new
-        kernel re-attaching to them by id); the others are this manager's own.
-        """
-        waiting: list[str] = []
-        stored: dict[str, Task] = {}
-        for task_id in task_ids:
-            task = self._tasks.get(task_id)
-            if task is None:
-                task = await self._get(task_id)  # raises UnknownTask
-                if task.state.is_ready:
-                    stored[task_id] = task
-                else:
-                    self._records.track(task)
-            if not task.state.is_ready:
-                waiting.append(task_id)
-        if not waiting:
-            return stored
-        ready = self._records.wait_ready(waiting)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await ready
-        except TimeoutError:
-            raise self._timeout_error(task_ids, timeout_s) from None
-        finally:
-            ready.cancel()
-        return stored
-
-    def _timeout_error(
-        self, task_ids: Sequence[str], timeout_s: float | None
-    ) -> WaitTimeout:
-        pending = [
-            t
-            for t in (self._tasks.get(i) for i in task_ids)
-            if t and not t.state.is_ready
-        ]
-        first = pending[0] if pending else None
-        if first is None:  # pragma: no cover - only when all finished at the deadline
-            msg = f"the wait of {timeout_s}s ran out"
-            return WaitTimeout(msg, task_id=None, state=None)
-        others = f" and {len(pending) - 1} other task(s)" if len(pending) > 1 else ""
-        msg = (
-            f"gave up after {timeout_s:g}s waiting for task {first.id!r} "
-            f"({first.name}), still {first.state.value}{others}; the task goes on. "
-            "Wait longer, or start a pool for its group if none runs."
-        )
-        return WaitTimeout(msg, task_id=first.id, state=first.state)
-
-    def _outcome(self, task_id: str, stored: dict[str, Task]) -> Any:
-        task = stored.get(task_id) or self._tasks[task_id]
-        if task.state is TaskState.DONE:
-            return task.result
-        if task.state is TaskState.ERROR:
-            last = task.errors[-1] if task.errors else None
-            detail = f"{last.name}: {last.message}" if last else "no error record"
-            msg = (
-                f"task {task.id!r} ({task.name}) failed after {task.attempts} "
-                f"attempt(s): {detail}"
-            )
-            if last is not None and last.stacktrace:
-                msg += "\n" + last.format()
-            return TaskFailed(msg, task_id=task.id, error=last)
-        return TaskCancelled(
-            f"task {task.id!r} ({task.name}) was cancelled", task_id=task.id
-        )
-
-    async def _result(self, task_id: str, timeout_s: float | None) -> Any:
-        stored = await self._wait_ready([task_id], timeout_s)
-        outcome = self._outcome(task_id, stored)
-        if isinstance(outcome, TaskFailed | TaskCancelled):
-            raise outcome
-        return outcome
 
     def result(self, task: TaskRef, *, timeout_s: float | None = None) -> Any:
         """Block until the task is ready; return its result or raise its failure.
@@ -600,7 +542,7 @@ class TaskManager:
             WaitTimeout: ``timeout_s`` passed first; the task goes on.
         """
         try:
-            return self._run(self._result(_task_id(task), timeout_s))
+            return self._run(self._waits.result(_task_id(task), timeout_s))
         finally:
             self._waited()
 
@@ -609,20 +551,9 @@ class TaskManager:
     ) -> Any:
         """Awaitable twin of :meth:`result`."""
         try:
-            return await self._wrap(self._result(_task_id(task), timeout_s))
+            return await self._wrap(self._waits.result(_task_id(task), timeout_s))
         finally:
             self._waited()
-
-    async def _gather(
-        self, task_ids: list[str], timeout_s: float | None, return_exceptions: bool
-    ) -> list[Any]:
-        stored = await self._wait_ready(task_ids, timeout_s)
-        outcomes = [self._outcome(i, stored) for i in task_ids]
-        if not return_exceptions:
-            for outcome in outcomes:
-                if isinstance(outcome, TaskFailed | TaskCancelled):
-                    raise outcome
-        return outcomes
 
     def gather(
         self,
@@ -644,7 +575,7 @@ class TaskManager:
         """
         task_ids = [_task_id(t) for t in tasks]
         try:
-            return self._run(self._gather(task_ids, timeout_s, return_exceptions))
+            return self._run(self._waits.gather(task_ids, timeout_s, return_exceptions))
         except KeyboardInterrupt:
             if cancel_on_interrupt:
                 self._run(self._cancel_many(task_ids, requeue=False))
@@ -663,7 +594,7 @@ class TaskManager:
         task_ids = [_task_id(t) for t in tasks]
         try:
             return await self._wrap(
-                self._gather(task_ids, timeout_s, return_exceptions)
+                self._waits.gather(task_ids, timeout_s, return_exceptions)
             )
         finally:
             self._waited()
@@ -677,7 +608,7 @@ class TaskManager:
         """
         task_ids = [_task_id(t) for t in tasks]
         try:
-            self._run(self._wait_ready(task_ids, timeout_s))
+            self._run(self._waits.ready(task_ids, timeout_s))
         finally:
             self._waited()
         return [self.get(i) for i in task_ids]
@@ -688,7 +619,7 @@ class TaskManager:
         """Awaitable twin of :meth:`wait`."""
         task_ids = [_task_id(t) for t in tasks]
         try:
-            await self._wrap(self._wait_ready(task_ids, timeout_s))
+            await self._wrap(self._waits.ready(task_ids, timeout_s))
         finally:
             self._waited()
         return [await self.get_async(i) for i in task_ids]
@@ -728,27 +659,21 @@ class TaskManager:
         await self._wrap(self._cancel(_task_id(task), requeue=requeue))
 
     async def _cancel(self, task_id: str, *, requeue: bool) -> None:
-        task = self._tasks.get(task_id) or await self._get(task_id)
+        task = self._ledger.get(task_id) or await self._get(task_id)
         if task.state.is_ready:
             msg = (
                 f"task {task_id!r} is already {task.state.value}; only CREATED, "
                 "QUEUED or RUNNING tasks can be cancelled"
             )
             raise InvalidTransition(msg, task_id=task_id, state=task.state)
-        if task.state is TaskState.RUNNING or requeue:
-            await self.broker.broadcast(CancelEvent(task_id, requeue=requeue))
-            return
-        # Queued: end it here, and tell workers never to start it.
-        task.completed_at = utcnow()
-        self._records.set_state(task, TaskState.CANCELLED)
-        self.store.put(task)
-        self._records.resolve(task_id)
-        self._records.notify([task])
-        await self.broker.broadcast(CancelEvent(task_id, requeue=False))
+        settled = await self.engine.cancel(task, requeue=requeue)
+        if settled and self._ledger.get(task_id) is None:
+            self._ledger.track(task)  # a queued task of an earlier session
+        self._ledger.apply(settled)
 
     async def _cancel_many(self, task_ids: Iterable[str], *, requeue: bool) -> None:
         for task_id in task_ids:
-            task = self._tasks.get(task_id)
+            task = self._ledger.get(task_id)
             if task is not None and not task.state.is_ready:
                 await self._cancel(task_id, requeue=requeue)
 
@@ -773,7 +698,7 @@ class TaskManager:
         return TaskHandle(self, task_id)
 
     async def _retry(self, task_id: str) -> None:
-        task = self._tasks.get(task_id) or await self._get(task_id)
+        task = self._ledger.get(task_id) or await self._get(task_id)
         if task.state not in (TaskState.ERROR, TaskState.CANCELLED):
             msg = (
                 f"task {task_id!r} is {task.state.value}; only ERROR or CANCELLED "
@@ -781,13 +706,15 @@ class TaskManager:
             )
             raise InvalidTransition(msg, task_id=task_id, state=task.state)
         self.app.get(task.name)  # the task must still be registered
-        self._records.track(task)
-        task.progress, task.completed_at = 0.0, None
-        task.attempts_left = task.max_attempts
-        self._records.set_state(task, TaskState.QUEUED)
-        self.store.put(task)
-        await self.broker.publish_tasks([task])
-        self._records.notify([task])
+        self._ledger.track(task)
+        requeue = self._ledger.apply([RetryEvent(task_id)]).requeue
+        try:
+            await self.engine.requeue(requeue)
+        except BaseException as exc:
+            # Not queued: the attempt ends here, with the reason on record.
+            error = ErrorRecord.from_exception(exc)
+            self._ledger.apply([ErrorEvent(task_id, error, attempts_left=0)])
+            raise
 
     def shutdown_workers(self) -> None:
         """Broadcast a shutdown to every worker of the broker.
@@ -795,7 +722,7 @@ class TaskManager:
         Pools stop; their running tasks are requeued.
         """
         self._check_can_send()
-        self._run(self.broker.broadcast(ShutdownEvent()))
+        self._run(self.engine.shutdown_workers())
 
     # -- pools ----------------------------------------------------------------------
 
@@ -807,7 +734,7 @@ class TaskManager:
         processes: bool = False,
         concurrency: int = 1,
         progress_interval_s: float = 0.2,
-    ) -> InKernelPool | ProcessPool:
+    ) -> Pool:
         """Start a pool of ``workers`` serving ``group``.
 
         Args:
@@ -828,69 +755,27 @@ class TaskManager:
         """
         self._check_can_send()
         self.app.group(group)
-        if processes:
-            return self._start_process_pool(group, workers, concurrency)
-        pool = InKernelPool(
-            self.app,
-            self.broker,
+        options = PoolOptions(
             group=group,
             workers=workers,
-            runtime=self._runtime,
+            processes=processes,
+            concurrency=concurrency,
             progress_interval_s=progress_interval_s,
-            on_stop=self._pools.remove,
         )
-        self._run(pool._start())
+        pool = self.engine.pool(self.app, options, runtime=self._runtime)
+        self._run(pool.start_async())
         self._pools.append(pool)
         return pool
 
-    def _start_process_pool(
-        self, group: str | None, workers: int, concurrency: int
-    ) -> ProcessPool:
-        self.broker.for_another_process()  # fails early for the memory broker
-        process_pool = ProcessPool(
-            self.app,
-            lambda app: self.broker.for_another_process(),
-            group=group,
-            processes=workers,
-            workers_per_process=concurrency,
-            on_stop=self._pools.remove,
-        )
-        process_pool.start()
-        self._pools.append(process_pool)
-        return process_pool
-
     @property
-    def pools(self) -> list[InKernelPool | ProcessPool]:
+    def pools(self) -> list[Pool]:
         """The pools running now, in-kernel and process ones."""
+        self._pools = [p for p in self._pools if not p.stopped]
         return list(self._pools)
-
-
-def _uuid4_hex() -> str:
-    """``uuid.uuid4().hex``, three times faster (ids are made per task in ``map``)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
-    return raw.hex()
-
-
-def _max_attempts(spec: TaskSpec, max_retries: int | None) -> int:
-    if max_retries is None:
-        return spec.max_attempts
-    value: object = max_retries
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        msg = f"max_retries must be an int >= 0, got {max_retries!r}"
-        raise InvalidArguments(msg)
-    return max_retries + 1
 
 
 def _store_label(store: TaskStore) -> str:
     return "memory" if store.is_memory else store.path
-
-
-def _html(text: str) -> str:
-    import html
-
-    return html.escape(text)
 
 
 # Managers still open at interpreter exit get closed, so pending records are

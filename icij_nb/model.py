@@ -229,7 +229,25 @@ class WorkerStatus:
     created_at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """A manager queued a task (a submit, or an adoption of a task seen queued)."""
+
+    task_id: str
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    """A user asked for an ERROR or CANCELLED task to run again, as a new attempt."""
+
+    task_id: str
+    created_at: datetime = field(default_factory=utcnow)
+
+
 ManagerEvent = ProgressEvent | ResultEvent | ErrorEvent | CancelledEvent
+#: what the ledger applies: what workers report, and what managers decide
+LedgerEvent = ManagerEvent | QueuedEvent | RetryEvent
 WorkerBroadcast = CancelEvent | ShutdownEvent
 
 
@@ -320,17 +338,22 @@ class Task:
             return None
         return (self.completed_at - self.started_at).total_seconds()
 
-    def apply(self, event: ManagerEvent, *, late_ack: bool = True) -> Effect:
-        """Apply a worker event under icij-worker's rules, in place.
+    def apply(self, event: LedgerEvent) -> Effect:
+        """Apply an event under icij-worker's rules, in place.
+
+        Worker events follow the precedence rules above. Of the managers' own
+        decisions, a :class:`QueuedEvent` moves only a CREATED task (a worker may
+        have answered already), and a :class:`RetryEvent` starts an ERROR or
+        CANCELLED task over (attempts left reset, error history kept).
 
         Args:
             event: the event to apply; its ``task_id`` must be this task's.
-            late_ack: the broker redelivers a requeued task by itself (True), or
-                the manager must republish it (False).
 
         Returns:
-            Whether the record changed, and whether the task must be republished.
+            Whether the record changed, and whether the task must be queued again.
         """
+        if isinstance(event, QueuedEvent | RetryEvent):
+            return self._apply_decision(event)
         if self.state.is_ready:
             return self._apply_late(event)
         if isinstance(event, ProgressEvent):
@@ -343,7 +366,20 @@ class Task:
             return Effect.CHANGED
         if isinstance(event, ErrorEvent):
             return self._apply_error(event)
-        return self._apply_cancelled(event, late_ack=late_ack)
+        return self._apply_cancelled(event)
+
+    def _apply_decision(self, event: QueuedEvent | RetryEvent) -> Effect:
+        if isinstance(event, QueuedEvent):
+            if self.state is not TaskState.CREATED:
+                return Effect.NONE
+            self.state = TaskState.QUEUED
+            return Effect.CHANGED
+        if self.state not in (TaskState.ERROR, TaskState.CANCELLED):
+            return Effect.NONE
+        self.progress, self.completed_at = 0.0, None
+        self.attempts_left = self.max_attempts
+        self.state = TaskState.QUEUED
+        return Effect.REPUBLISH
 
     def _apply_late(self, event: ManagerEvent) -> Effect:
         # A ready task keeps its state; a late result or error is still recorded.
@@ -377,11 +413,12 @@ class Task:
         self.completed_at = event.created_at
         return Effect.CHANGED
 
-    def _apply_cancelled(self, event: CancelledEvent, *, late_ack: bool) -> Effect:
+    def _apply_cancelled(self, event: CancelledEvent) -> Effect:
         self._seen_worker(event.worker_id)
         if event.requeue:
+            # The broker gives a requeued delivery back by itself (late ack).
             self.state, self.progress = TaskState.QUEUED, 0.0
-            return Effect.CHANGED if late_ack else Effect.REPUBLISH
+            return Effect.CHANGED
         self.state = TaskState.CANCELLED
         self.completed_at = event.created_at
         return Effect.CHANGED

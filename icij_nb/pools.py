@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 
 from icij_nb.app import App
@@ -24,12 +23,11 @@ from icij_nb.model import WorkerStatus
 from icij_nb.runtime import Runtime
 from icij_nb.threads import DaemonExecutor
 from icij_nb.worker import CancelRegistry, Worker, make_worker_id
+from icij_nb.worker_registry import WORKER_HEARTBEAT_S
 
 logger = logging.getLogger(__name__)
 
 _POOL_COUNT = 0
-#: how often a pool says which of its workers are alive and what they run
-HEARTBEAT_S = 5.0
 
 
 def _is_count(value: object) -> bool:
@@ -51,8 +49,7 @@ class InKernelPool:
         workers: int,
         runtime: Runtime | None,
         progress_interval_s: float = 0.2,
-        heartbeat_s: float = HEARTBEAT_S,
-        on_stop: Callable[[InKernelPool], None] | None = None,
+        heartbeat_s: float = WORKER_HEARTBEAT_S,
     ) -> None:
         if not _is_count(workers):
             msg = f"a pool needs workers >= 1, got {workers!r}"
@@ -82,7 +79,6 @@ class InKernelPool:
         self._listener: asyncio.Task[None] | None = None
         self._beat: asyncio.Task[None] | None = None
         self._heartbeat_s = heartbeat_s
-        self._on_stop = on_stop
         self._stopped = False
         self._stopping: asyncio.Future[None] | None = None
         self.ended = asyncio.Event()
@@ -119,7 +115,8 @@ class InKernelPool:
         """True once the pool was stopped."""
         return self._stopped
 
-    async def _start(self) -> None:
+    async def start_async(self) -> None:
+        """Start the workers; return once they hear cancels (on the pool's loop)."""
         listening = asyncio.Event()
         self._listener = asyncio.create_task(
             self._listen(listening), name="icij_nb-broadcasts"
@@ -174,7 +171,7 @@ class InKernelPool:
                     logger.info("pool %r: shutdown requested", self.group)
                     # Not awaited here: stopping cancels this very listener.
                     self._stopping = asyncio.ensure_future(
-                        self._stop(finish_running=False)
+                        self._stop(finish_running=False, timeout_s=None)
                     )
                     return
 
@@ -195,14 +192,14 @@ class InKernelPool:
     async def stop_async(
         self, *, finish_running: bool = False, timeout_s: float | None = 60.0
     ) -> None:
-        """Awaitable twin of :meth:`stop`."""
-        await self._require_runtime().wrap(
-            self._stop(finish_running=finish_running, timeout_s=timeout_s)
-        )
+        """Awaitable twin of :meth:`stop`; on the pool's own loop it stops in place."""
+        stopping = self._stop(finish_running=finish_running, timeout_s=timeout_s)
+        if self._runtime is None:  # a worker process: this is the pool's loop
+            await stopping
+        else:
+            await self._runtime.wrap(stopping)
 
-    async def _stop(
-        self, *, finish_running: bool, timeout_s: float | None = 60.0
-    ) -> None:
+    async def _stop(self, *, finish_running: bool, timeout_s: float | None) -> None:
         if self._stopped:
             return
         self._stopped = True
@@ -229,12 +226,12 @@ class InKernelPool:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self._broker.publish_heartbeat(self.statuses(stopping=True))
-        if self._on_stop is not None:
-            self._on_stop(self)
         self.ended.set()
 
     def _require_runtime(self) -> Runtime:
         if self._runtime is None:
-            msg = "this pool runs on its own loop (a worker process); await _stop()"
+            msg = (
+                "this pool runs on its own loop (a worker process); await stop_async()"
+            )
             raise ConfigError(msg)
         return self._runtime

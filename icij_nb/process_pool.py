@@ -78,7 +78,7 @@ async def serve(
     """
     await broker.start()
     pool = InKernelPool(app, broker, group=group, workers=workers, runtime=None)
-    await pool._start()
+    await pool.start_async()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,7 +96,7 @@ async def serve(
             waiter.cancel()
         if not pool.stopped:
             logger.info("stopping: running tasks get %.0fs to finish", grace_s)
-            await pool._stop(finish_running=True, timeout_s=grace_s)
+            await pool.stop_async(finish_running=True, timeout_s=grace_s)
         await broker.close()
     logger.info("worker process %d stopped", os.getpid())
 
@@ -118,7 +118,6 @@ class ProcessPool:
         workers_per_process: int = 1,
         log_dir: str | os.PathLike[str] | None = ".icij_nb/logs",
         grace_s: float = DEFAULT_GRACE_S,
-        on_stop: Callable[[ProcessPool], None] | None = None,
     ) -> None:
         if processes < 1 or workers_per_process < 1:
             msg = (
@@ -135,7 +134,6 @@ class ProcessPool:
         self._workers_per_process = workers_per_process
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._grace_s = grace_s
-        self._on_stop = on_stop
         self._owner_pid = os.getpid()
         # Per slot (0 .. processes - 1): its process, the write end of the pipe it
         # watches, when it started, and how many of its processes died young.
@@ -197,6 +195,10 @@ class ProcessPool:
         )
         self._watcher.start()
         _LIVE.add(self)
+
+    async def start_async(self) -> None:
+        """Awaitable twin of :meth:`start` (forks from a thread, not the loop)."""
+        await asyncio.to_thread(self.start)
 
     def _spawn(self, index: int) -> None:
         old = self._pipes.pop(index, None)
@@ -316,8 +318,16 @@ class ProcessPool:
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(5.0)
         self._ended.set()
-        if self._on_stop is not None:
-            self._on_stop(self)
+
+    async def stop_async(
+        self, *, finish_running: bool = True, timeout_s: float | None = None
+    ) -> None:
+        """Awaitable twin of :meth:`stop`.
+
+        Processes always get their grace period to finish running tasks (SIGTERM
+        first); ``finish_running`` is accepted for the pool protocol.
+        """
+        await asyncio.to_thread(self.stop, timeout_s=timeout_s)
 
 
 def _child_main(pool: ProcessPool, index: int, read_end: int, write_end: int) -> None:

@@ -403,7 +403,7 @@ class Worker:
                 delivery.task.id, requeue=cancel.requeue, worker_id=self.worker_id
             )
         )
-        if cancel.requeue and self.broker.late_ack:
+        if cancel.requeue:  # the broker gives it back (late ack)
             await delivery.nack(requeue=True)
         else:
             await delivery.ack()

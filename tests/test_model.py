@@ -12,7 +12,9 @@ from icij_nb.model import (
     ErrorEvent,
     ErrorRecord,
     ProgressEvent,
+    QueuedEvent,
     ResultEvent,
+    RetryEvent,
     Task,
     TaskState,
     resolve_state,
@@ -238,21 +240,45 @@ def test_errors_are_appended_oldest_first():
 # -- CancelledEvent ----------------------------------------------------------------
 
 
-def test_requeueing_cancel_with_late_ack_lets_the_broker_redeliver():
+def test_requeueing_cancel_lets_the_broker_redeliver():
     task = make_task()
     task.apply(progress(0.6))
     event = CancelledEvent("ocr-1", requeue=True, created_at=at(3))
-    assert task.apply(event, late_ack=True) is Effect.CHANGED
+    assert task.apply(event) is Effect.CHANGED
     assert (task.state, task.progress) == (QUEUED, 0.0)
     assert task.completed_at is None
 
 
-def test_requeueing_cancel_without_late_ack_asks_for_a_republish():
+# -- decisions of the manager -------------------------------------------------------
+
+
+def test_queued_event_moves_only_a_created_task():
+    task = make_task(CREATED)
+    assert task.apply(QueuedEvent("ocr-1")) is Effect.CHANGED
+    assert task.state is QUEUED
+    task.apply(progress(0.0))
+    assert task.apply(QueuedEvent("ocr-1")) is Effect.NONE
+    assert task.state is RUNNING
+
+
+def test_retry_event_starts_a_failed_task_over_and_keeps_its_errors():
+    task = make_task(max_attempts=2)
+    task.apply(progress(0.3))
+    task.apply(failed(0))
+    assert task.state is ERROR
+    assert task.apply(RetryEvent("ocr-1")) is Effect.REPUBLISH
+    assert (task.state, task.progress, task.completed_at) == (QUEUED, 0.0, None)
+    assert task.attempts_left == 2
+    assert [e.message for e in task.errors] == ["boom"]
+
+
+def test_retry_event_leaves_a_running_or_done_task_alone():
     task = make_task()
-    task.apply(progress(0.6))
-    event = CancelledEvent("ocr-1", requeue=True, created_at=at(3))
-    assert task.apply(event, late_ack=False) is Effect.REPUBLISH
-    assert (task.state, task.progress) == (QUEUED, 0.0)
+    task.apply(progress(0.3))
+    assert task.apply(RetryEvent("ocr-1")) is Effect.NONE
+    task.apply(ResultEvent("ocr-1", 1))
+    assert task.apply(RetryEvent("ocr-1")) is Effect.NONE
+    assert task.state is DONE
 
 
 def test_cancel_without_requeue_ends_the_task_cancelled():

@@ -83,9 +83,6 @@ class Broker(abc.ABC):
     kind: str = "broker"
     #: True when queued tasks outlive the process that holds the manager.
     durable: bool = False
-    #: True when an unsettled or requeued delivery comes back by itself, so the
-    #: manager must not republish a task requeued by a cancel.
-    late_ack: bool = True
     #: True when the broker only watches another task manager's traffic.
     observe_only: bool = False
 
@@ -171,9 +168,3 @@ class Broker(abc.ABC):
             "process pools, or start an in-kernel pool (processes=False)."
         )
         raise ConfigError(msg)
-
-    # -- introspection --------------------------------------------------------
-
-    async def queue_depth(self, group: str | None) -> int:
-        """Tasks waiting in the queue of ``group`` (-1 if the broker cannot say)."""
-        return -1

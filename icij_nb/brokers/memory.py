@@ -150,7 +150,6 @@ class MemoryBroker(Broker):
 
     kind = "memory"
     durable = False
-    late_ack = True
 
     def __init__(self, app: App) -> None:
         self._app = app
@@ -284,6 +283,3 @@ class MemoryBroker(Broker):
                 yield await inbox.get()
         finally:
             self._watchers.discard(inbox)
-
-    async def queue_depth(self, group: str | None) -> int:
-        return self._queue(group).size

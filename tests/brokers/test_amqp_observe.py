@@ -158,7 +158,7 @@ def test_an_observer_refuses_to_send_anything(vhost, managers):
         lambda: observer.start_pool("cpu"),
     ]
     for refused in refusals:
-        with pytest.raises(nb.ManagerClosed, match="only observes"):
+        with pytest.raises(nb.ObserveOnly, match="only observes"):
             refused()
 
     # Nothing reached the broker: the one queued task is still alone in its queue.

@@ -1,0 +1,177 @@
+"""Ledger: every task record of a manager, and the one path that changes them.
+
+Whatever moves a task (a worker's event, or a decision of the manager: a submit, the
+cancel of a queued task, a retry, a republish that failed, a task adopted while
+observing, a task a dead kernel left behind) becomes an event of
+:mod:`icij_nb.model` and goes through :meth:`Ledger.apply`:
+
+1. :meth:`~icij_nb.model.Task.apply` changes the record under the state rules;
+2. the store is told to write it (and each new error record);
+3. waits on tasks that became ready are resolved;
+4. listeners (the board) hear of every changed task, once per call.
+
+Nothing else writes a task's state. The ledger also answers reads without I/O (a
+task by id, counts per state) and creates records: a new task is tracked as CREATED
+before it is published (a worker may answer before the publish returns), and a
+record read back from the store is tracked as it was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from icij_nb.model import (
+    Effect,
+    ErrorEvent,
+    ErrorRecord,
+    LedgerEvent,
+    QueuedEvent,
+    Task,
+    TaskState,
+)
+from icij_nb.records import Listener, TaskRecords
+from icij_nb.store import TaskStore
+
+logger = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=LedgerEvent)
+
+
+@dataclass(slots=True)
+class Applied(Generic[E]):
+    """What one :meth:`Ledger.apply` did."""
+
+    #: tasks whose record changed, in the order first changed
+    changed: list[Task] = field(default_factory=list)
+    #: tasks put back in the queue by the rules (a failed attempt with retries
+    #: left, a retry): the engine must queue them again
+    requeue: list[Task] = field(default_factory=list)
+    #: events for tasks the ledger does not hold
+    unknown: list[E] = field(default_factory=list)
+
+
+class Ledger:
+    """A manager's task records and their single write path.
+
+    Args:
+        store: where every change is written (batched by the store).
+    """
+
+    def __init__(self, store: TaskStore) -> None:
+        self._store = store
+        self._records = TaskRecords()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    # -- reading (no I/O) -------------------------------------------------------
+
+    def get(self, task_id: str) -> Task | None:
+        """The live record of a task of this session, or None."""
+        return self._records.tasks.get(task_id)
+
+    def live(self) -> list[Task]:
+        """Every live record (the objects themselves: read, don't keep)."""
+        return list(self._records.tasks.values())
+
+    @property
+    def counts(self) -> Counter[TaskState]:
+        """How many tracked tasks are in each state."""
+        return self._records.counts
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(snapshots)`` after each change; return an unsubscribe."""
+        return self._records.subscribe(listener)
+
+    def wait_ready(self, task_ids: list[str]) -> asyncio.Future[None]:
+        """A future resolved once every task of ``task_ids`` is next ready."""
+        return self._records.wait_ready(task_ids)
+
+    def cancel_waiters(self) -> None:
+        """Cancel every wait (the manager closes)."""
+        self._records.cancel_waiters()
+
+    # -- records ------------------------------------------------------------------
+
+    def track(self, task: Task) -> None:
+        """Hold ``task`` as it is: a new one (CREATED), or one read from the store."""
+        self._records.track(task)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Drop records of tasks that were never queued (their publish failed)."""
+        for task_id in task_ids:
+            self._records.untrack(task_id)
+
+    def queued(self, prepared: Sequence[tuple[Task, str]]) -> None:
+        """Record published tasks (with their args as JSON) and mark them QUEUED."""
+        for task, args_json in prepared:
+            self._store.put(task, args_json=args_json)
+        self.apply([QueuedEvent(task.id) for task, _ in prepared])
+
+    def adopt(self, seen: Iterable[Task]) -> None:
+        """Track tasks another manager queued (observe-only), as QUEUED."""
+        fresh = []
+        for message in seen:
+            if self.get(message.id) is None:
+                message.state = TaskState.CREATED  # a wire copy becomes our record
+                self._records.track(message)
+                fresh.append(QueuedEvent(message.id))
+        self.apply(fresh)
+
+    def placeholder(self, task_id: str) -> Task:
+        """Track a task known only by id (observed before it was seen queued)."""
+        task = Task(id=task_id, name="?", group=None, args={})
+        self._records.track(task)
+        self.apply([QueuedEvent(task_id)])
+        return task
+
+    # -- the write path -------------------------------------------------------------
+
+    def apply(self, events: Iterable[E]) -> Applied[E]:
+        """Apply events in order: rules, store, waits, listeners.
+
+        Events for tasks the ledger does not hold are returned in ``unknown``
+        (the caller may find the task in the store, track it, and apply again).
+        """
+        applied = Applied[E]()
+        changed: dict[str, Task] = {}
+        tasks = self._records.tasks
+        for event in events:
+            task = tasks.get(event.task_id)
+            if task is None:
+                applied.unknown.append(event)
+                continue
+            effect = self._apply_one(task, event)
+            if effect is Effect.NONE:
+                continue
+            changed[task.id] = task
+            if effect is Effect.REPUBLISH:
+                applied.requeue.append(task)
+            elif task.state.is_ready:
+                self._records.resolve(task.id)
+        if changed:
+            applied.changed = list(changed.values())
+            self._records.notify(applied.changed)
+        return applied
+
+    def _apply_one(self, task: Task, event: LedgerEvent) -> Effect:
+        before, known_errors = task.state, len(task.errors)
+        effect = task.apply(event)
+        if effect is Effect.NONE:
+            return effect
+        self._records.moved(task, before)
+        # Error events, and the WorkerLost record of a redelivery, add records.
+        for seq in range(known_errors, len(task.errors)):
+            self._store.put_error(task.id, seq, task.errors[seq])
+        self._store.put(task)
+        return effect
+
+    def fail(self, tasks: Iterable[Task], exc: BaseException) -> None:
+        """End tasks in ERROR for a reason found here, not by a worker."""
+        record = ErrorRecord.from_exception(exc)
+        self.apply(ErrorEvent(t.id, record, attempts_left=0) for t in tasks)
