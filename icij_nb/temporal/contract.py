@@ -61,14 +61,17 @@ class TemporalUrl:
         try:
             port = parts.port or DEFAULT_PORT
         except ValueError:
-            msg = f"bad port in Temporal URL {url!r}: use temporal://host:7233/namespace"
+            msg = (
+                f"bad port in Temporal URL {url!r}: use temporal://host:7233/namespace"
+            )
             raise ConfigError(msg) from None
         namespace = parts.path.strip("/") or DEFAULT_NAMESPACE
         if "/" in namespace:
             msg = f"a Temporal URL names one namespace, got {namespace!r} in {url!r}"
             raise ConfigError(msg)
-        users = parse_qs(parts.query).get("user")
-        return cls(parts.hostname or "127.0.0.1", port, namespace, users and users[0])
+        users = parse_qs(parts.query).get("user", [])
+        user_id = users[0] if users else None
+        return cls(parts.hostname or "127.0.0.1", port, namespace, user_id)
 
     @property
     def address(self) -> str:
@@ -89,7 +92,13 @@ def user_object(user_id: str | None) -> dict[str, Any] | None:
     """Datashare's Jackson ``User`` for ``args["user"]`` (None without a user)."""
     if user_id is None:
         return None
-    return {"id": user_id, "name": None, "email": None, "provider": "local", "details": {}}
+    return {
+        "id": user_id,
+        "name": None,
+        "email": None,
+        "provider": "local",
+        "details": {},
+    }
 
 
 def workflow_input(args: dict[str, Any], user_id: str | None) -> dict[str, Any]:
@@ -121,7 +130,9 @@ def start_search_attributes(user_id: str | None) -> TypedSearchAttributes:
         SearchAttributePair(max_progress, 1.0),
     ]
     if user_id is not None:
-        pairs.append(SearchAttributePair(SearchAttributeKey.for_keyword("UserId"), user_id))
+        pairs.append(
+            SearchAttributePair(SearchAttributeKey.for_keyword("UserId"), user_id)
+        )
     return TypedSearchAttributes(pairs)
 
 
@@ -186,7 +197,11 @@ def error_record(exc: BaseException) -> ErrorRecord:
         innermost.message if isinstance(innermost, FailureError) else str(innermost)
     )
     outer = [f"{type(e).__name__}: {_message(e)}" for e in failures[:-1]]
-    trace = innermost.failure.stack_trace if isinstance(innermost, FailureError) and innermost.failure else ""
+    trace = (
+        innermost.failure.stack_trace
+        if isinstance(innermost, FailureError) and innermost.failure
+        else ""
+    )
     frames = tuple(
         StackFrame(name=m["name"].strip(), file=m["file"], lineno=int(m["line"]))
         for m in _FRAME.finditer(trace or "")

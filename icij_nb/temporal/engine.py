@@ -1,4 +1,4 @@
-"""TemporalEngine: a TaskManager's tasks as Temporal workflows, as Datashare starts them.
+"""TemporalEngine: a TaskManager's tasks as workflows, started as Datashare does.
 
 The engine owns delivery, retries and state the way Temporal does: a submit starts
 one workflow per task (see :mod:`~icij_nb.temporal.contract` for id, type, input,
@@ -132,7 +132,9 @@ class TemporalEngine:
         )
         self._watch.start()
         if self.observe_only:
-            self._lister = asyncio.create_task(self._list_forever(), name="temporal-list")
+            self._lister = asyncio.create_task(
+                self._list_forever(), name="temporal-list"
+            )
 
     async def close(self) -> None:
         """Stop following workflows; safe to call twice."""
@@ -319,7 +321,9 @@ class TemporalEngine:
                 continue
             newest = max(newest or execution.start_time, execution.start_time)
             self._seen.append(await self._observed_task(execution))
-            self._follow(execution.id, run_id=execution.run_id, queue=execution.task_queue)
+            self._follow(
+                execution.id, run_id=execution.run_id, queue=execution.task_queue
+            )
         if self._seen:
             self._ready.set()
         return newest

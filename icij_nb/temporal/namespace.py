@@ -20,20 +20,26 @@ if TYPE_CHECKING:
 #: Datashare's namespace (``--temporalNamespace``) and datashare-python's default
 DEFAULT_NAMESPACE: Final = "datashare-default"
 #: the search attributes of the contract, by name: their Temporal type
-SEARCH_ATTRIBUTES: Final = {"UserId": "Keyword", "Progress": "Double", "MaxProgress": "Double"}
+SEARCH_ATTRIBUTES: Final = {
+    "UserId": "Keyword",
+    "Progress": "Double",
+    "MaxProgress": "Double",
+}
 #: Datashare's retention of closed workflows
 RETENTION: Final = timedelta(days=365)
 
 
 class NamespaceMissing(BrokerError):
-    """The Temporal namespace does not exist, or lacks the contract's search attributes."""
+    """The namespace does not exist, or lacks the contract's search attributes."""
 
 
 def create_commands(namespace: str, missing: list[str] | None = None) -> str:
     """The ``temporal`` CLI commands that create the namespace or attributes."""
-    lines = [] if missing else [
-        f"temporal operator namespace create -n {namespace} --retention 365d"
-    ]
+    lines = (
+        []
+        if missing
+        else [f"temporal operator namespace create -n {namespace} --retention 365d"]
+    )
     for name in missing or list(SEARCH_ATTRIBUTES):
         lines.append(
             f"temporal operator search-attribute create -n {namespace} "
@@ -89,10 +95,11 @@ def _type_name(value: int | None) -> str | None:
 
     if value is None:
         return None
-    return {
+    names: dict[int, str] = {
         IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD: "Keyword",
         IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE: "Double",
-    }.get(value, str(value))
+    }
+    return names.get(value, str(value))
 
 
 async def ensure_namespace(
@@ -102,15 +109,18 @@ async def ensure_namespace(
 
     What Datashare's ``setupNamespace`` does, for a fresh server.
     """
+    from google.protobuf.duration_pb2 import Duration
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
     from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
     from temporalio.service import RPCError, RPCStatusCode
 
+    retention = Duration()
+    retention.FromTimedelta(RETENTION)
     try:
         await client.workflow_service.register_namespace(
             RegisterNamespaceRequest(
-                namespace=namespace, workflow_execution_retention_period=RETENTION
+                namespace=namespace, workflow_execution_retention_period=retention
             )
         )
     except RPCError as exc:

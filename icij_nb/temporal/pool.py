@@ -215,7 +215,7 @@ class TemporalPool:
         if finish_running and self._runner is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
-                    while self._runner.running:
+                    while self._runner.running:  # noqa: ASYNC110 - a set the activities change, no event to wait on
                         await asyncio.sleep(0.05)
         if self._worker is not None and self._running is not None:
             if not self._running.done():
@@ -252,14 +252,21 @@ class _Processes:
     def _spawn(self, index: int) -> BaseProcess:
         proc = multiprocessing.get_context("fork").Process(
             target=_child_main,
-            args=(self._pool.app, self._pool.url, self._pool.group, self._pool.options.concurrency),
+            args=(
+                self._pool.app,
+                self._pool.url,
+                self._pool.group,
+                self._pool.options.concurrency,
+            ),
             name=f"icij_nb-temporal-{self._pool.group}-{index}",
             daemon=True,
         )
         with warnings.catch_warnings():
             # The child starts its own Temporal runtime and loop: it touches none
             # of the parent's threads.
-            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*fork.*", category=DeprecationWarning
+            )
             proc.start()
         return proc
 
@@ -287,11 +294,15 @@ class _Processes:
                 proc.join(5.0)
 
 
-def _child_main(app: App, url: TemporalUrl, group: str | None, concurrency: int) -> None:
+def _child_main(
+    app: App, url: TemporalUrl, group: str | None, concurrency: int
+) -> None:
     from temporalio.runtime import Runtime, TelemetryConfig
 
     # The parent's Temporal runtime does not survive a fork: the child makes its own.
-    Runtime.set_default(Runtime(telemetry=TelemetryConfig()), error_if_already_set=False)
+    Runtime.set_default(
+        Runtime(telemetry=TelemetryConfig()), error_if_already_set=False
+    )
     _die_with_parent()
     asyncio.run(serve(app, url, group=group, concurrency=concurrency))
 

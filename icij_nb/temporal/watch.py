@@ -202,11 +202,11 @@ class Watch:
             self._forget_closed()
             return
         waiting = [f for f in open_ if not f.started]
-        running = sorted(
-            (f for f in open_ if f.started), key=lambda f: f.described_at
-        )
+        running = sorted((f for f in open_ if f.started), key=lambda f: f.described_at)
         half = DESCRIBES_PER_TICK // 2
-        picked = waiting[:half] + running[: DESCRIBES_PER_TICK - min(len(waiting), half)]
+        picked = (
+            waiting[:half] + running[: DESCRIBES_PER_TICK - min(len(waiting), half)]
+        )
         picked += waiting[half : half + DESCRIBES_PER_TICK - len(picked)]
         await asyncio.gather(*(self._describe(f) for f in picked))
 

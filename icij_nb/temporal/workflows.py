@@ -170,7 +170,7 @@ class TaskRunner:
     async def run(self, spec: TaskSpec, args: dict[str, Any]) -> Any:
         """One attempt of a task, inside its activity."""
         info = activity.info()
-        self.running.add(info.workflow_id)
+        self.running.add(info.activity_id)
         beat = asyncio.create_task(_heartbeat_forever())
         progress = _ProgressSignal(self._interval) if spec.takes_progress else None
         try:
@@ -187,7 +187,7 @@ class TaskRunner:
             beat.cancel()
             if progress is not None:
                 progress.close()
-            self.running.discard(info.workflow_id)
+            self.running.discard(info.activity_id)
         problem = json_problem(value, "the result")
         if problem:
             self.failed += 1
@@ -248,7 +248,9 @@ def _failure(spec: TaskSpec, exc: Exception, attempt: int) -> ApplicationError:
         and attempt < spec.max_attempts
     )
     return ApplicationError(
-        str(exc) or type(exc).__name__, type=type(exc).__name__, non_retryable=not retryable
+        str(exc) or type(exc).__name__,
+        type=type(exc).__name__,
+        non_retryable=not retryable,
     )
 
 
@@ -264,7 +266,7 @@ class _ProgressSignal:
     def __init__(self, interval_s: float) -> None:
         info = activity.info()
         self._handle = activity.client().get_workflow_handle(
-            info.workflow_id, run_id=info.workflow_run_id
+            info.workflow_id or "", run_id=info.workflow_run_id
         )
         self._ids = {"run_id": info.workflow_run_id, "activity_id": info.activity_id}
         self._loop = asyncio.get_running_loop()
