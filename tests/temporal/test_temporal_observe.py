@@ -46,17 +46,13 @@ def test_an_observer_sees_tasks_another_manager_drives(
 
     wait_until(seen_running, timeout_s=20, what="the observer to see nap running")
     assert napping.result(timeout_s=30) == "rested"
-    wait_until(
-        lambda: observer.get(napping.id).state is TaskState.DONE, timeout_s=20
-    )
+    wait_until(lambda: observer.get(napping.id).state is TaskState.DONE, timeout_s=20)
     observed = observer.get(napping.id)
     assert observed.result == "rested"
     assert observed.name == "nap"
     assert observed.group == group.lower()
     assert observed.args["s"] == 2
-    wait_until(
-        lambda: observer.get(failing.id).state is TaskState.ERROR, timeout_s=20
-    )
+    wait_until(lambda: observer.get(failing.id).state is TaskState.ERROR, timeout_s=20)
     assert observer.get(failing.id).errors[-1].name == "KeyError"
 
 
