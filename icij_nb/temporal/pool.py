@@ -121,6 +121,35 @@ async def serve(
     executor.shutdown(wait=False, cancel_futures=True)
 
 
+def run_workers(
+    app: App,
+    url: str,
+    *,
+    group: str | None,
+    processes: int = 1,
+    concurrency: int = 1,
+) -> int:
+    """``icij-nb workers start APP --broker temporal://...``: serve until a signal.
+
+    One process serves in place; more are forked (and replaced when they die).
+    Returns the exit status.
+    """
+    parsed = TemporalUrl.parse(url)
+    if processes <= 1:
+        asyncio.run(serve(app, parsed, group=group, concurrency=concurrency))
+        return 0
+    asyncio.run(connect_client(parsed))  # a bad URL fails here, not in children
+    children = _Processes(app, parsed, group, processes, concurrency)
+    children.start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    while not stop.wait(0.5):
+        pass
+    children.stop()
+    return 0
+
+
 class TemporalPool:
     """Temporal workers of one group, in this kernel or in processes.
 
@@ -178,7 +207,13 @@ class TemporalPool:
         """Start the workers; they poll once this returns."""
         if self.options.processes:
             await connect_client(self.url)  # a bad URL fails here, not in children
-            self._processes = _Processes(self)
+            self._processes = _Processes(
+                self.app,
+                self.url,
+                self.group,
+                self.options.workers,
+                self.options.concurrency,
+            )
             await asyncio.to_thread(self._processes.start)
             return
         client = await connect_client(self.url)
@@ -232,8 +267,16 @@ class TemporalPool:
 class _Processes:
     """Forked worker processes of a pool, replaced when they die."""
 
-    def __init__(self, pool: TemporalPool) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        app: App,
+        url: TemporalUrl,
+        group: str | None,
+        processes: int,
+        concurrency: int,
+    ) -> None:
+        self._app, self._url, self._group = app, url, group
+        self._size, self._concurrency = processes, concurrency
         self._procs: list[BaseProcess] = []
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -243,7 +286,7 @@ class _Processes:
         return [p.pid for p in self._procs if p.pid is not None]
 
     def start(self) -> None:
-        self._procs = [self._spawn(i) for i in range(self._pool.options.workers)]
+        self._procs = [self._spawn(i) for i in range(self._size)]
         self._watcher = threading.Thread(
             target=self._watch, name="icij_nb-temporal-procs", daemon=True
         )
@@ -252,13 +295,8 @@ class _Processes:
     def _spawn(self, index: int) -> BaseProcess:
         proc = multiprocessing.get_context("fork").Process(
             target=_child_main,
-            args=(
-                self._pool.app,
-                self._pool.url,
-                self._pool.group,
-                self._pool.options.concurrency,
-            ),
-            name=f"icij_nb-temporal-{self._pool.group}-{index}",
+            args=(self._app, self._url, self._group, self._concurrency),
+            name=f"icij_nb-temporal-{self._group}-{index}",
             daemon=True,
         )
         with warnings.catch_warnings():
@@ -299,12 +337,18 @@ def _child_main(
 ) -> None:
     from temporalio.runtime import Runtime, TelemetryConfig
 
-    # The parent's Temporal runtime does not survive a fork: the child makes its own.
+    # The parent's Temporal runtime does not survive a fork: the child makes its own,
+    # and keeps the inherited one referenced, because dropping it would wait for
+    # threads that only exist in the parent.
+    _INHERITED.append(Runtime.default())
     Runtime.set_default(
         Runtime(telemetry=TelemetryConfig()), error_if_already_set=False
     )
     _die_with_parent()
     asyncio.run(serve(app, url, group=group, concurrency=concurrency))
+
+
+_INHERITED: list[object] = []
 
 
 def _die_with_parent() -> None:

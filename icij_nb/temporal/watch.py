@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 DESCRIBES_PER_TICK: Final = 8
 #: how many close-event long polls run at once (more wait their turn)
 MAX_LONG_POLLS: Final = 512
+#: PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+_STARTED: Final = 2
 #: how long the reason a task waits is trusted before asking again
 _QUEUE_INFO_S: Final = 2.0
 
@@ -59,6 +61,7 @@ class _Followed:
     closed: bool = False
     progress: float | None = None
     worker: str | None = None
+    attempt: int = 1
     described_at: float = 0.0
     waiting: str | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -245,8 +248,8 @@ class Watch:
             if a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
             or a.attempt > 1  # scheduled again: an attempt ran already
         ]
-        if started and started[-1].last_worker_identity:
-            followed.worker = started[-1].last_worker_identity
+        if started:
+            self._seen_attempt(followed, started[-1])
         progress = progress_of(description.typed_search_attributes)
         if not followed.started and not started and not progress:
             return
@@ -257,6 +260,25 @@ class Watch:
                 self._emit(
                     ProgressEvent(followed.task_id, progress, worker_id=followed.worker)
                 )
+
+    def _seen_attempt(self, followed: _Followed, pending: Any) -> None:
+        # A new attempt after a heartbeat timeout: the worker died holding the
+        # task. Reported as a restart (progress 0.0 from another worker), which the
+        # ledger records as a lost attempt.
+        identity = pending.last_worker_identity or None
+        if identity is None or pending.state != _STARTED:
+            return
+        lost = (
+            followed.started
+            and pending.attempt > followed.attempt
+            and pending.last_failure.HasField("timeout_failure_info")
+            and identity != followed.worker
+        )
+        followed.attempt = max(followed.attempt, pending.attempt)
+        if lost:
+            followed.progress = 0.0
+            self._emit(ProgressEvent(followed.task_id, 0.0, worker_id=identity))
+        followed.worker = identity
 
     async def _why_waiting(
         self, followed: _Followed, description: WorkflowExecutionDescription
