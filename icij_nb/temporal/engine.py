@@ -135,6 +135,25 @@ class TemporalEngine:
             self._lister = asyncio.create_task(
                 self._list_forever(), name="temporal-list"
             )
+        else:
+            await self._adopt_running()
+
+    async def _adopt_running(self) -> None:
+        # Tasks a dead kernel started go on in Temporal: follow the running
+        # workflows of this app's task types, so their outcome reaches the store
+        # (the manager drops events of tasks it does not know).
+        names = set(self.app.task_names)
+        query = 'ExecutionStatus="Running"'
+        async for execution in self.client.list_workflows(query):
+            if execution.workflow_type in names:
+                self._follow(
+                    execution.id, run_id=execution.run_id, queue=execution.task_queue
+                )
+
+    def adopt(self, tasks: Sequence[Task]) -> None:
+        """Follow tasks started earlier (by a manager of another kernel)."""
+        for task in tasks:
+            self._follow(task.id, run_id=None, queue=task_queue(task.group))
 
     async def close(self) -> None:
         """Stop following workflows; safe to call twice."""

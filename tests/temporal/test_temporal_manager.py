@@ -196,3 +196,17 @@ def test_args_json_cannot_carry_are_refused(make_tm: Any, group: str) -> None:
     tm = make_tm(make_app(group))
     with pytest.raises(nb.InvalidArguments):
         tm.submit("add", {"a": {1, 2}, "b": 1})
+
+
+def test_a_new_kernel_adopts_tasks_an_earlier_one_started(
+    make_tm: Any, group: str, tmp_path: Any
+) -> None:
+    store = tmp_path / "tasks.sqlite3"
+    first = make_tm(make_app(group), store=store)
+    handle = first.submit("sleepy", {"s": 2})
+    first.close()
+    workers = make_tm(make_app(group))
+    workers.start_pool(group)
+    second = make_tm(make_app(group), store=store)
+    assert second.result(handle.id, timeout_s=60) == "woke"
+    assert second.get(handle.id).state is TaskState.DONE
