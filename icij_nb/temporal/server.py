@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -146,7 +147,9 @@ class DevServer:
                 start_new_session=True,
             )
         try:
-            asyncio.run(self._ready(timeout_s))
+            # In a thread of its own: a notebook's kernel runs a loop in this one.
+            with concurrent.futures.ThreadPoolExecutor(1) as thread:
+                thread.submit(asyncio.run, self._ready(timeout_s)).result()
         except BaseException:
             self.stop()
             raise
