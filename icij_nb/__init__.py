@@ -37,11 +37,12 @@ from icij_nb.errors import (
     WaitTimeout,
     WireError,
 )
+from icij_nb.frames import FRAME_COLUMNS
 from icij_nb.handles import TaskBatch, TaskHandle
 from icij_nb.manager import TaskManager
 from icij_nb.model import ErrorRecord, StackFrame, Task, TaskState
 from icij_nb.pools import InKernelPool
-from icij_nb.store import FRAME_COLUMNS, TaskStore
+from icij_nb.store import TaskStore
 
 if _typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell

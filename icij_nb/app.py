@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from icij_nb.errors import (
     ConfigError,
@@ -29,9 +29,7 @@ from icij_nb.errors import (
     UnknownGroup,
     UnknownTask,
 )
-
-if TYPE_CHECKING:
-    from icij_nb.pipelines import NotebookTask
+from icij_nb.pipelines import NotebookTask, read_notebook_task, task_function
 
 TaskFunction = Callable[..., Any]
 
@@ -375,21 +373,23 @@ class App:
             app.notebook_task("notebooks/clean.ipynb", group="cpu")
             out = await tm.submit("clean", {"path": "a.txt"})
         """
-        from icij_nb.pipelines import register_notebook  # lazily: papermill is extra
-
-        return register_notebook(
-            self,
+        notebook = read_notebook_task(
             path,
             name=name,
-            group=group,
-            max_retries=max_retries,
-            recover_from=recover_from,
-            timeout_s=timeout_s,
+            group=group.name if isinstance(group, TaskGroup) else group,
             output=output,
             kernel_name=kernel_name,
             cell_timeout_s=cell_timeout_s,
             cwd=cwd,
         )
+        self.task(
+            name=notebook.name,
+            group=group,
+            max_retries=max_retries,
+            recover_from=recover_from,
+            timeout_s=timeout_s,
+        )(task_function(notebook))
+        return notebook
 
     def unregister(self, name: str) -> None:
         """Forget a task, so that its name can be registered again (a re-run cell)."""

@@ -10,8 +10,8 @@ over the arrays, never a rebuild:
   free-text part is cached and updated only for changed rows);
 - :meth:`BoardTable.order` sorts those rows by one column, ties in creation order;
 - :meth:`BoardTable.counts` and :meth:`BoardTable.group_progress` summarise groups;
-- :meth:`BoardTable.frame` turns rows into the DataFrame of :data:`FRAME_COLUMNS`,
-  with the dtypes of ``tm.frame()``.
+- :meth:`BoardTable.frame` turns rows into the DataFrame of ``tm.frame()``, built
+  by :mod:`icij_nb.frames` from the arrays.
 
 It holds no widgets and no threads: the board calls it from the runtime thread only.
 """
@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from icij_nb.frames import assemble_frame, states_from_codes, times_from_us
 from icij_nb.model import Task, TaskState
-from icij_nb.store import FRAME_COLUMNS
 
 STATES: Final = tuple(TaskState)
 STATE_CODE: Final = {state: code for code, state in enumerate(STATES)}
@@ -543,38 +543,26 @@ class BoardTable:
         """The rows as a DataFrame with the columns and dtypes of ``tm.frame()``."""
         cols = self.cols
         names, groups = self.names.values, self.groups.values
+        workers = self.workers.values
         index = rows.tolist()
-        frame = pd.DataFrame(
+        return assemble_frame(
             {
                 "id": [self.ids[r] for r in index],
                 "name": [names[c] for c in cols["name"][rows].tolist()],
                 "group": [groups[c] for c in cols["group"][rows].tolist()],
+                "state": states_from_codes(self.state[rows]),
+                "progress": self.progress[rows],
+                "attempts": cols["attempts"][rows],
+                "max_attempts": cols["max_attempts"][rows],
+                "worker": [workers[c] for c in cols["worker"][rows].tolist()],
+                "created_at": times_from_us(cols["created"][rows]),
+                "started_at": times_from_us(cols["started"][rows]),
+                "completed_at": times_from_us(cols["completed"][rows]),
+                "args": [self.args[r] for r in index],
+                "result": [self.result[r] for r in index],
+                "error": [self.error[r] for r in index],
             }
         )
-        frame["state"] = pd.Categorical.from_codes(
-            self.state[rows].astype(np.int64),
-            categories=pd.Index([s.value for s in STATES]),
-            ordered=True,
-        )
-        frame["progress"] = self.progress[rows].astype(np.float64)
-        frame["attempts"] = cols["attempts"][rows].astype(np.int64)
-        frame["max_attempts"] = cols["max_attempts"][rows].astype(np.int64)
-        workers = self.workers.values
-        frame["worker"] = [workers[c] for c in cols["worker"][rows].tolist()]
-        for column, key in (
-            ("created_at", "created"),
-            ("started_at", "started"),
-            ("completed_at", "completed"),
-        ):
-            stamps = cols[key][rows].astype("datetime64[us]")
-            frame[column] = pd.Series(stamps).dt.tz_localize("UTC")
-        frame["duration_s"] = (
-            frame["completed_at"] - frame["started_at"]
-        ).dt.total_seconds()
-        frame["args"] = [self.args[r] for r in index]
-        frame["result"] = [self.result[r] for r in index]
-        frame["error"] = [self.error[r] for r in index]
-        return frame[list(FRAME_COLUMNS)]
 
 
 def _resized(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:

@@ -243,7 +243,7 @@ async def _cancel(args: argparse.Namespace) -> int:
 def _tasks_read(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from icij_nb.store import read_frame, read_task
+    from icij_nb.store.readers import read_frame, read_task
 
     if not Path(args.store).is_file():
         msg = f"no task store at {args.store!r}"

@@ -7,7 +7,9 @@ the notebook (``.icij_nb/<app>.sqlite3``).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Final
 
 from icij_nb.app import App
 from icij_nb.brokers.base import Broker
@@ -16,14 +18,14 @@ from icij_nb.engine import Engine
 from icij_nb.errors import ConfigError, MissingDependency
 from icij_nb.manager import TaskManager
 from icij_nb.runtime import get_runtime
-from icij_nb.store import MEMORY, TaskStore, default_store_path
+from icij_nb.store import MEMORY, SqliteStore, Store, default_store_path
 
 
 def connect(
     app: App,
     *,
     broker: Broker | str = "memory",
-    store: TaskStore | str | os.PathLike[str] | None = None,
+    store: Store | str | os.PathLike[str] | None = None,
     management_url: str | None = None,
     observe_only: bool = False,
 ) -> TaskManager:
@@ -36,8 +38,10 @@ def connect(
             ``$ICIJ_NB_AMQP_URL``, a Temporal URL
             (``temporal://host:7233/namespace``, see docs/temporal.md), or a
             Broker instance.
-        store: a SQLite file path, ``":memory:"`` for no file, a TaskStore, or None
-            for ``$ICIJ_NB_STORE_DIR/<app>.sqlite3`` (default dir ``./.icij_nb``).
+        store: a SQLite file path (or ``sqlite:///relative/path``,
+            ``sqlite:////absolute/path``), ``":memory:"`` for no file, a store
+            instance (``nb.TaskStore(path)``), or None for
+            ``$ICIJ_NB_STORE_DIR/<app>.sqlite3`` (default dir ``./.icij_nb``).
         management_url: RabbitMQ's management API, when it is not at the broker's
             host on port 15672 with the same credentials.
         observe_only: with RabbitMQ, watch a vhost that another task manager
@@ -46,7 +50,7 @@ def connect(
 
     Returns:
         A started :class:`~icij_nb.manager.TaskManager`. Tasks left unfinished in the
-        store by a kernel that died are settled first (see TaskStore.recover).
+        store by a kernel that died are settled first (see Store.recover).
 
     Example:
         tm = nb.connect(app)
@@ -116,14 +120,54 @@ def _broker(
     raise ConfigError(msg)
 
 
-def _store(app: App, store: TaskStore | str | os.PathLike[str] | None) -> TaskStore:
-    if isinstance(store, TaskStore):
-        return store
+#: ``scheme://`` at the start of a store string: a URL, not a file path
+_URL: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SQLITE_URL: Final = "sqlite://"
+_STORE_FORMS: Final = (
+    "a SQLite file path, 'sqlite:///relative/path' or 'sqlite:////absolute/path', "
+    "':memory:' (no file), or a store instance such as nb.TaskStore(path)"
+)
+
+
+def _store(app: App, store: Store | str | os.PathLike[str] | None) -> Store:
     if store is None:
-        return TaskStore(default_store_path(app.name))
+        return SqliteStore(default_store_path(app.name))
     given: object = store
-    if isinstance(given, str | os.PathLike):
-        text = os.fspath(given)
-        return TaskStore(MEMORY if text == MEMORY else Path(text))
-    msg = f"store must be a path, ':memory:' or a TaskStore, got {given!r}"
+    if isinstance(given, str):
+        return SqliteStore(_sqlite_path(given))
+    if isinstance(given, os.PathLike):
+        # A Path is a path even when its text looks like a URL.
+        return SqliteStore(Path(os.fspath(given)))
+    if isinstance(given, Store):
+        return given
+    msg = f"store must be {_STORE_FORMS}; got {given!r}"
     raise ConfigError(msg)
+
+
+def _sqlite_path(text: str) -> str | Path:
+    """The SQLite path a store string names.
+
+    Raises:
+        ConfigError: a URL of another scheme, or a ``sqlite://`` URL with a host.
+    """
+    if text == MEMORY:
+        return MEMORY
+    scheme = _URL.match(text)
+    if scheme is None:
+        return Path(text)
+    if not text.startswith(_SQLITE_URL):
+        # Only the scheme is shown: the rest may hold a password.
+        msg = f"unsupported store URL {scheme.group()}...: a store is {_STORE_FORMS}"
+        raise ConfigError(msg)
+    # sqlite:///<path> as SQLAlchemy reads it: three slashes, then the path
+    # (a fourth slash makes it absolute); sqlite:// alone is in memory.
+    rest = text[len(_SQLITE_URL) :]
+    if rest in ("", "/", f"/{MEMORY}"):
+        return MEMORY
+    if not rest.startswith("/"):
+        msg = (
+            "a sqlite:// store URL names no host: write sqlite:///relative/path "
+            "or sqlite:////absolute/path"
+        )
+        raise ConfigError(msg)
+    return Path(rest[1:])

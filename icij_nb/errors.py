@@ -25,6 +25,7 @@ IcijNbError(Exception)
  │   ├─ TaskCancelled            the task ended CANCELLED
  │   └─ WaitTimeout              a blocking wait gave up (also a TimeoutError)
  ├─ PipelineError                a notebook run failed (path, failing cell index)
+ ├─ NotebookStopped              a demo notebook stopped on purpose (one sentence)
  └─ MissingDependency            an optional package is missing (names the extra)
 ```
 
@@ -178,6 +179,15 @@ class PipelineError(IcijNbError):
         super().__init__(msg)
         self.path = path
         self.cell_index = cell_index
+
+
+class NotebookStopped(IcijNbError):
+    """A notebook stopped on purpose; IPython shows only its message."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython (and so Jupyter and papermill) shows these lines instead of a
+        # traceback: the one sentence is the whole report.
+        return [str(self)]
 
 
 class MissingDependency(IcijNbError, ImportError):

@@ -21,7 +21,7 @@ from icij_nb.brokers.base import EventBatch
 from icij_nb.engine import Engine
 from icij_nb.ledger import Ledger
 from icij_nb.model import ManagerEvent, Task
-from icij_nb.store import TaskStore
+from icij_nb.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class EventConsumer:
     def __init__(
         self,
         ledger: Ledger,
-        store: TaskStore,
+        store: Store,
         engine: Engine,
         *,
         owner: str,

@@ -35,7 +35,7 @@ from icij_nb.model import (
     TaskState,
 )
 from icij_nb.records import Listener, TaskRecords
-from icij_nb.store import TaskStore
+from icij_nb.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Ledger:
         store: where every change is written (batched by the store).
     """
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
         self._records = TaskRecords()
 

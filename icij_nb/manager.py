@@ -20,17 +20,9 @@ the wait.
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import concurrent.futures
-import contextlib
 import html
-import logging
-import os
-import threading
 import uuid
-import weakref
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
@@ -39,37 +31,18 @@ from icij_nb.app import App
 from icij_nb.broker_engine import BrokerEngine
 from icij_nb.brokers.base import Broker
 from icij_nb.engine import Engine, Pool, PoolOptions
-from icij_nb.errors import (
-    BrokerError,
-    ConfigError,
-    InvalidArguments,
-    InvalidTransition,
-    ManagerClosed,
-    ManagerNotStarted,
-    ObserveOnly,
-    UnknownTask,
-)
-from icij_nb.events import EventConsumer
+from icij_nb.errors import ConfigError, ManagerClosed, ManagerNotStarted, ObserveOnly
 from icij_nb.handles import TaskBatch, TaskHandle
-from icij_nb.ledger import Ledger
-from icij_nb.model import (
-    ErrorEvent,
-    ErrorRecord,
-    RetryEvent,
-    Task,
-    TaskState,
-)
+from icij_nb.model import Task, TaskState
 from icij_nb.records import Listener
-from icij_nb.runtime import Runtime, get_runtime
-from icij_nb.store import TaskStore
-from icij_nb.submission import Prepared, Submissions
+from icij_nb.runtime import Runtime, close_at_exit, forget_at_exit, get_runtime
+from icij_nb.session import Session
+from icij_nb.store import Store
+from icij_nb.submission import Submissions
 from icij_nb.waits import Waits
-from icij_nb.worker_registry import WorkerRegistry
 
 if TYPE_CHECKING:
     from icij_nb.board import TaskBoard
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TaskRef = str | TaskHandle
@@ -100,7 +73,7 @@ class TaskManager:
         *,
         broker: Broker | None = None,
         engine: Engine | None = None,
-        store: TaskStore,
+        store: Store,
         runtime: Runtime | None = None,
     ) -> None:
         if (broker is None) == (engine is None):
@@ -114,19 +87,11 @@ class TaskManager:
         self.store = store
         self.id = f"{app.name}-manager-{uuid.uuid4().hex[:12]}"
         self._runtime = runtime or get_runtime()
-        self._ledger = Ledger(store)
+        self._session = Session(app, engine, store, owner=self.id)
+        self._ledger = self._session.ledger
         self._submissions = Submissions(app)
-        self._waits = Waits(self._ledger, self._get)
+        self._waits = Waits(self._ledger, self._session.load, self._runtime)
         self._pools: list[Pool] = []
-        self._consumer_of = EventConsumer(
-            self._ledger, store, self.engine, owner=self.id, closed=lambda: self._closed
-        )
-        self._registry = WorkerRegistry(self.engine.heartbeats)
-        self._background: list[asyncio.Task[None]] = []
-        self._closed = False
-        self._started = False
-        self._after_wait: list[Callable[[], None]] = []
-        self._pid = os.getpid()
 
     @property
     def broker(self) -> Engine:
@@ -163,38 +128,15 @@ class TaskManager:
         return self
 
     async def _start(self) -> None:
-        if self._started or self._closed:
-            return
-        await self.engine.start()
-        try:
-            await self.store.open(manager_id=self.id, broker_kind=self.engine.kind)
-            recovered = await self.store.recover(durable_broker=self.engine.durable)
-        except BaseException:
-            # A store that cannot be opened (locked, damaged) must not leave a
-            # connection behind: the error is all the caller gets.
-            with contextlib.suppress(Exception):
-                await self.store.close()
-            await self.engine.close()
-            raise
-        self._settle_recovered(recovered)
-        self._background = [
-            asyncio.create_task(self._consumer_of.consume(), name="icij_nb-events"),
-            asyncio.create_task(self._registry.watch(), name="icij_nb-workers"),
-        ]
-        self._started = True
-        _OPEN.add(self)
-
-    def _settle_recovered(self, recovered: list[Task]) -> None:
-        for task in recovered:
-            if not task.state.is_ready:
-                self._ledger.track(task)
+        await self._session.start()
+        close_at_exit(self)
 
     def close(self, *, timeout_s: float | None = 30.0) -> None:
         """Stop pools (requeueing their running tasks), flush the store, disconnect.
 
         Safe to call twice.
         """
-        if self._closed:
+        if self._session.closed:
             return
         self._run(self.close_async(), timeout_s=timeout_s)
 
@@ -203,29 +145,19 @@ class TaskManager:
         await self._wrap(self._close())
 
     async def _close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        _OPEN.discard(self)
-        for pool in self._pools:
-            await pool.stop_async(finish_running=False)
+        forget_at_exit(self)
+        await self._session.close(self._pools)
         self._pools.clear()
-        for background in self._background:
-            background.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self.store.close()
-        await self.engine.close()
-        self._ledger.cancel_waiters()
 
     @property
     def closed(self) -> bool:
         """True once close() was called."""
-        return self._closed
+        return self._session.closed
 
     @property
     def can_act(self) -> bool:
         """True when cancel and retry are possible (open, and not observe-only)."""
-        return not (self._closed or self.engine.observe_only)
+        return not (self._session.closed or self.engine.observe_only)
 
     def __enter__(self) -> TaskManager:
         return self
@@ -250,13 +182,13 @@ class TaskManager:
             raise ObserveOnly(msg)
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._session.closed:
             msg = (
                 f"the task manager of app {self.app.name!r} is closed; "
                 "nothing was submitted. Call nb.connect(app) for a new one."
             )
             raise ManagerClosed(msg)
-        if not self._started:
+        if not self._session.started:
             msg = (
                 f"the task manager of app {self.app.name!r} was not started: build "
                 "one with nb.connect(app), or call tm.start() on one you constructed"
@@ -271,10 +203,10 @@ class TaskManager:
             for s, n in sorted(self._ledger.counts.items())
             if n
         )
-        state = " closed" if self._closed else ""
+        state = " closed" if self._session.closed else ""
         return (
             f"<TaskManager {self.app.name!r}{state} broker={self.engine.kind} "
-            f"store={_store_label(self.store)} pools={len(self.pools)} "
+            f"store={self.store.label} pools={len(self.pools)} "
             f"tasks={len(self._ledger)}{' ' + counts if counts else ''}>"
         )
 
@@ -286,7 +218,7 @@ class TaskManager:
         pools = ", ".join(repr(p) for p in self.pools) or "none"
         return (
             f"<div><b>TaskManager</b> <code>{self.app.name}</code> "
-            f"({self.engine.kind} broker, store {_store_label(self.store)})"
+            f"({self.engine.kind} broker, store {self.store.label})"
             f"<table><tr>{cells}</tr></table><small>pools: {html.escape(pools)}"
             "</small></div>"
         )
@@ -323,7 +255,7 @@ class TaskManager:
         prepared = self._submissions.prepare(
             name, args, max_retries=max_retries, task_id=task_id
         )
-        self._run(self._enqueue([prepared]))
+        self._run(self._session.enqueue([prepared]))
         return TaskHandle(self, prepared[0].id)
 
     async def submit_async(
@@ -339,7 +271,7 @@ class TaskManager:
         prepared = self._submissions.prepare(
             name, args, max_retries=max_retries, task_id=task_id
         )
-        await self._wrap(self._enqueue([prepared]))
+        await self._wrap(self._session.enqueue([prepared]))
         return TaskHandle(self, prepared[0].id)
 
     def map(
@@ -360,7 +292,7 @@ class TaskManager:
         """
         self._check_can_send()
         prepared = self._submissions.prepare_many(name, args_list, max_retries)
-        self._run(self._enqueue(prepared))
+        self._run(self._session.enqueue(prepared))
         return TaskBatch(self, (TaskHandle(self, t.id) for t, _ in prepared))
 
     async def map_async(
@@ -373,39 +305,8 @@ class TaskManager:
         """Awaitable twin of :meth:`map`."""
         self._check_can_send()
         prepared = self._submissions.prepare_many(name, args_list, max_retries)
-        await self._wrap(self._enqueue(prepared))
+        await self._wrap(self._session.enqueue(prepared))
         return TaskBatch(self, (TaskHandle(self, t.id) for t, _ in prepared))
-
-    async def _enqueue(self, prepared: Sequence[Prepared]) -> None:
-        self._check_open()
-        tasks = [task for task, _ in prepared]
-        for task in tasks:
-            if self._ledger.get(task.id) is not None:
-                msg = f"a task with id {task.id!r} exists already; choose another id"
-                raise InvalidArguments(msg)
-        # Tracked (CREATED) before submitting: a worker may answer first.
-        for task in tasks:
-            self._ledger.track(task)
-        try:
-            await self.engine.submit(tasks)
-        except BrokerError as exc:
-            # Keep the record of what was queued; the error names what was not.
-            lost = set(exc.not_queued)
-            self._ledger.forget(lost)
-            self._ledger.queued([p for p in prepared if p[0].id not in lost])
-            await self._store_now_if_durable()
-            raise
-        except BaseException:
-            self._ledger.forget(t.id for t in tasks)
-            raise
-        self._ledger.queued(prepared)
-        await self._store_now_if_durable()
-
-    async def _store_now_if_durable(self) -> None:
-        # A queued task outlives this kernel in RabbitMQ: so must its record, at
-        # once, or a new manager would refuse the events of a task it never saw.
-        if self.engine.durable:
-            await self.store.flush()
 
     # -- subscriptions and workers -------------------------------------------------
 
@@ -429,17 +330,11 @@ class TaskManager:
         Returns:
             A function that removes the hook.
         """
-        self._after_wait.append(hook)
-
-        def remove() -> None:
-            if hook in self._after_wait:
-                self._after_wait.remove(hook)
-
-        return remove
+        return self._waits.on_end(hook)
 
     def live_workers(self) -> dict[str | None, int] | None:
         """Live workers per group (no I/O); None when none ever sent a heartbeat."""
-        return self._registry.alive_by_group()
+        return self._session.workers.alive_by_group()
 
     def workers(self) -> pd.DataFrame:
         """The workers heard from lately, one row each (no I/O).
@@ -449,7 +344,7 @@ class TaskManager:
         heartbeat every 5 s, on an exchange icij-worker peers ignore; icij-worker's
         own workers send none and do not appear here.
         """
-        return self._registry.frame()
+        return self._session.workers.frame()
 
     # -- reading --------------------------------------------------------------------
 
@@ -475,21 +370,11 @@ class TaskManager:
         live = self._ledger.get(task_id)
         if live is not None:
             return live.snapshot()
-        return self._run(self._get(task_id))
+        return self._run(self._session.load(task_id))
 
     async def get_async(self, task: TaskRef) -> Task:
         """Awaitable twin of :meth:`get`."""
-        return await self._wrap(self._get(_task_id(task)))
-
-    async def _get(self, task_id: str) -> Task:
-        live = self._ledger.get(task_id)
-        if live is not None:
-            return live.snapshot()
-        stored = await self.store.load(task_id) if not self._closed else None
-        if stored is None:
-            msg = f"no task with id {task_id!r} in this manager or its store"
-            raise UnknownTask(msg, task_id=task_id)
-        return stored
+        return await self._wrap(self._session.load(_task_id(task)))
 
     def errors(self, task: TaskRef) -> list[Any]:
         """The error records of a task, one per failed attempt, oldest first."""
@@ -541,19 +426,13 @@ class TaskManager:
             TaskCancelled: it was cancelled.
             WaitTimeout: ``timeout_s`` passed first; the task goes on.
         """
-        try:
-            return self._run(self._waits.result(_task_id(task), timeout_s))
-        finally:
-            self._waited()
+        return self._waits.block(self._waits.result(_task_id(task), timeout_s))
 
     async def result_async(
         self, task: TaskRef, *, timeout_s: float | None = None
     ) -> Any:
         """Awaitable twin of :meth:`result`."""
-        try:
-            return await self._wrap(self._waits.result(_task_id(task), timeout_s))
-        finally:
-            self._waited()
+        return await self._waits.awaited(self._waits.result(_task_id(task), timeout_s))
 
     def gather(
         self,
@@ -574,14 +453,13 @@ class TaskManager:
                 that are not finished; by default only the wait stops.
         """
         task_ids = [_task_id(t) for t in tasks]
+        wait = self._waits.gather(task_ids, timeout_s, return_exceptions)
         try:
-            return self._run(self._waits.gather(task_ids, timeout_s, return_exceptions))
+            return self._waits.block(wait)
         except KeyboardInterrupt:
             if cancel_on_interrupt:
-                self._run(self._cancel_many(task_ids, requeue=False))
+                self._run(self._session.cancel_many(task_ids, requeue=False))
             raise
-        finally:
-            self._waited()
 
     async def gather_async(
         self,
@@ -592,12 +470,8 @@ class TaskManager:
     ) -> list[Any]:
         """Awaitable twin of :meth:`gather`."""
         task_ids = [_task_id(t) for t in tasks]
-        try:
-            return await self._wrap(
-                self._waits.gather(task_ids, timeout_s, return_exceptions)
-            )
-        finally:
-            self._waited()
+        wait = self._waits.gather(task_ids, timeout_s, return_exceptions)
+        return await self._waits.awaited(wait)
 
     def wait(
         self, tasks: Iterable[TaskRef], *, timeout_s: float | None = None
@@ -607,10 +481,7 @@ class TaskManager:
         Unlike gather it does not raise for failed tasks, only WaitTimeout.
         """
         task_ids = [_task_id(t) for t in tasks]
-        try:
-            self._run(self._waits.ready(task_ids, timeout_s))
-        finally:
-            self._waited()
+        self._waits.block(self._waits.ready(task_ids, timeout_s))
         return [self.get(i) for i in task_ids]
 
     async def wait_async(
@@ -618,24 +489,8 @@ class TaskManager:
     ) -> list[Task]:
         """Awaitable twin of :meth:`wait`."""
         task_ids = [_task_id(t) for t in tasks]
-        try:
-            await self._wrap(self._waits.ready(task_ids, timeout_s))
-        finally:
-            self._waited()
+        await self._waits.awaited(self._waits.ready(task_ids, timeout_s))
         return [await self.get_async(i) for i in task_ids]
-
-    def _waited(self) -> None:
-        """A wait ended: run the after-wait hooks (boards render the final state).
-
-        Not from the runtime thread: hooks block on it.
-        """
-        if not self._after_wait or self._runtime.in_runtime_thread():
-            return
-        for hook in list(self._after_wait):
-            try:
-                hook()
-            except Exception:
-                logger.exception("after-wait hook %r failed", hook)
 
     # -- cancel and retry -----------------------------------------------------------
 
@@ -651,31 +506,12 @@ class TaskManager:
             InvalidTransition: the task is already DONE, ERROR or CANCELLED.
         """
         self._check_can_send()
-        self._run(self._cancel(_task_id(task), requeue=requeue))
+        self._run(self._session.cancel(_task_id(task), requeue=requeue))
 
     async def cancel_async(self, task: TaskRef, *, requeue: bool = False) -> None:
         """Awaitable twin of :meth:`cancel`."""
         self._check_can_send()
-        await self._wrap(self._cancel(_task_id(task), requeue=requeue))
-
-    async def _cancel(self, task_id: str, *, requeue: bool) -> None:
-        task = self._ledger.get(task_id) or await self._get(task_id)
-        if task.state.is_ready:
-            msg = (
-                f"task {task_id!r} is already {task.state.value}; only CREATED, "
-                "QUEUED or RUNNING tasks can be cancelled"
-            )
-            raise InvalidTransition(msg, task_id=task_id, state=task.state)
-        settled = await self.engine.cancel(task, requeue=requeue)
-        if settled and self._ledger.get(task_id) is None:
-            self._ledger.track(task)  # a queued task of an earlier session
-        self._ledger.apply(settled)
-
-    async def _cancel_many(self, task_ids: Iterable[str], *, requeue: bool) -> None:
-        for task_id in task_ids:
-            task = self._ledger.get(task_id)
-            if task is not None and not task.state.is_ready:
-                await self._cancel(task_id, requeue=requeue)
+        await self._wrap(self._session.cancel(_task_id(task), requeue=requeue))
 
     def retry(self, task: TaskRef) -> TaskHandle:
         """Run an ERROR or CANCELLED task again: a new attempt under the same id.
@@ -687,34 +523,15 @@ class TaskManager:
         """
         self._check_can_send()
         task_id = _task_id(task)
-        self._run(self._retry(task_id))
+        self._run(self._session.retry(task_id))
         return TaskHandle(self, task_id)
 
     async def retry_async(self, task: TaskRef) -> TaskHandle:
         """Awaitable twin of :meth:`retry`."""
         self._check_can_send()
         task_id = _task_id(task)
-        await self._wrap(self._retry(task_id))
+        await self._wrap(self._session.retry(task_id))
         return TaskHandle(self, task_id)
-
-    async def _retry(self, task_id: str) -> None:
-        task = self._ledger.get(task_id) or await self._get(task_id)
-        if task.state not in (TaskState.ERROR, TaskState.CANCELLED):
-            msg = (
-                f"task {task_id!r} is {task.state.value}; only ERROR or CANCELLED "
-                "tasks can be retried"
-            )
-            raise InvalidTransition(msg, task_id=task_id, state=task.state)
-        self.app.get(task.name)  # the task must still be registered
-        self._ledger.track(task)
-        requeue = self._ledger.apply([RetryEvent(task_id)]).requeue
-        try:
-            await self.engine.requeue(requeue)
-        except BaseException as exc:
-            # Not queued: the attempt ends here, with the reason on record.
-            error = ErrorRecord.from_exception(exc)
-            self._ledger.apply([ErrorEvent(task_id, error, attempts_left=0)])
-            raise
 
     def shutdown_workers(self) -> None:
         """Broadcast a shutdown to every worker of the broker.
@@ -772,28 +589,3 @@ class TaskManager:
         """The pools running now, in-kernel and process ones."""
         self._pools = [p for p in self._pools if not p.stopped]
         return list(self._pools)
-
-
-def _store_label(store: TaskStore) -> str:
-    return "memory" if store.is_memory else store.path
-
-
-# Managers still open at interpreter exit get closed, so pending records are
-# written: the runtime thread is a daemon and would otherwise die mid-write.
-_OPEN: weakref.WeakSet[TaskManager] = weakref.WeakSet()
-
-
-def _close_open_managers() -> None:
-    for manager in list(_OPEN):
-        if manager._pid != os.getpid():  # a forked worker process: not ours
-            continue
-        try:
-            manager.close(timeout_s=10.0)
-        except (Exception, concurrent.futures.TimeoutError):
-            logger.exception("closing %r at exit failed", manager)
-
-
-# Not atexit: by then concurrent.futures has stopped every thread executor, the
-# store's too, so close() would fail. threading's exit hooks run first (the latest
-# registered first). The hook is private, but there since Python 3.9.
-getattr(threading, "_register_atexit", atexit.register)(_close_open_managers)

@@ -234,7 +234,6 @@ class QueuedEvent:
     """A manager queued a task (a submit, or an adoption of a task seen queued)."""
 
     task_id: str
-    created_at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +241,6 @@ class RetryEvent:
     """A user asked for an ERROR or CANCELLED task to run again, as a new attempt."""
 
     task_id: str
-    created_at: datetime = field(default_factory=utcnow)
 
 
 ManagerEvent = ProgressEvent | ResultEvent | ErrorEvent | CancelledEvent
@@ -352,9 +350,9 @@ class Task:
         Returns:
             Whether the record changed, and whether the task must be queued again.
         """
-        if isinstance(event, QueuedEvent | RetryEvent):
-            return self._apply_decision(event)
         if self.state.is_ready:
+            if isinstance(event, RetryEvent | QueuedEvent):
+                return self._apply_decision(event)
             return self._apply_late(event)
         if isinstance(event, ProgressEvent):
             return self._apply_progress(event)
@@ -366,7 +364,9 @@ class Task:
             return Effect.CHANGED
         if isinstance(event, ErrorEvent):
             return self._apply_error(event)
-        return self._apply_cancelled(event)
+        if isinstance(event, CancelledEvent):
+            return self._apply_cancelled(event)
+        return self._apply_decision(event)
 
     def _apply_decision(self, event: QueuedEvent | RetryEvent) -> Effect:
         if isinstance(event, QueuedEvent):

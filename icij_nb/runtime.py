@@ -10,18 +10,22 @@ each operation twice:
   thread but the runtime's own. Ctrl-C (a kernel interrupt) during the wait cancels
   the coroutine and re-raises KeyboardInterrupt.
 
-The thread starts lazily, on first use, and a forked child gets a fresh one.
+The thread starts lazily, on first use, and a forked child gets a fresh one. The
+thread is a daemon: objects that must finish their work before the interpreter exits
+(a manager's pending store writes) register with :func:`close_at_exit`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from icij_nb.errors import IcijNbError
 
@@ -133,3 +137,41 @@ def get_runtime() -> Runtime:
         if _RUNTIME is None or _RUNTIME._pid != os.getpid():
             _RUNTIME = Runtime()
         return _RUNTIME
+
+
+class Closable(Protocol):
+    """What :func:`close_at_exit` closes."""
+
+    def close(self, *, timeout_s: float | None = ...) -> None:
+        """Finish pending work and release resources, within ``timeout_s``."""
+        ...
+
+
+#: objects to close at interpreter exit, with the process that registered them
+_AT_EXIT: weakref.WeakKeyDictionary[Closable, int] = weakref.WeakKeyDictionary()
+
+
+def close_at_exit(obj: Closable) -> None:
+    """Close ``obj`` at interpreter exit unless :func:`forget_at_exit` came first."""
+    _AT_EXIT[obj] = os.getpid()
+
+
+def forget_at_exit(obj: Closable) -> None:
+    """Undo :func:`close_at_exit` (``obj`` was closed)."""
+    _AT_EXIT.pop(obj, None)
+
+
+def _close_at_exit() -> None:
+    for obj, pid in list(_AT_EXIT.items()):
+        if pid != os.getpid():  # a forked worker process: not ours
+            continue
+        try:
+            obj.close(timeout_s=10.0)
+        except (Exception, concurrent.futures.TimeoutError):
+            logger.exception("closing %r at exit failed", obj)
+
+
+# Not atexit: by then concurrent.futures has stopped every thread executor, the
+# store's too, so close() would fail. threading's exit hooks run first (the latest
+# registered first). The hook is private, but there since Python 3.9.
+getattr(threading, "_register_atexit", atexit.register)(_close_at_exit)

@@ -10,12 +10,18 @@ result, or the ``TaskFailed`` / ``TaskCancelled`` error that a blocking call rai
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from icij_nb.errors import TaskCancelled, TaskFailed, WaitTimeout
 from icij_nb.ledger import Ledger
 from icij_nb.model import Task, TaskState
+from icij_nb.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Waits:
@@ -24,11 +30,53 @@ class Waits:
     Args:
         ledger: the live records.
         load: reads a task of any session (raises UnknownTask).
+        runtime: the loop the waits run on.
     """
 
-    def __init__(self, ledger: Ledger, load: Callable[[str], Awaitable[Task]]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        load: Callable[[str], Awaitable[Task]],
+        runtime: Runtime,
+    ) -> None:
         self._ledger = ledger
         self._load = load
+        self._runtime = runtime
+        self._hooks: list[Callable[[], None]] = []
+
+    def block(self, wait: Coroutine[Any, Any, T]) -> T:
+        """Run a wait on the runtime loop and block until it ends (Ctrl-C stops it)."""
+        try:
+            return self._runtime.run(wait)
+        finally:
+            self._ended()
+
+    async def awaited(self, wait: Coroutine[Any, Any, T]) -> T:
+        """Await a wait from any loop."""
+        try:
+            return await self._runtime.wrap(wait)
+        finally:
+            self._ended()
+
+    def on_end(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call ``hook()`` each time a wait ends; return a function that removes it."""
+        self._hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+        return remove
+
+    def _ended(self) -> None:
+        # Not from the runtime thread: hooks block on it.
+        if not self._hooks or self._runtime.in_runtime_thread():
+            return
+        for hook in list(self._hooks):
+            try:
+                hook()
+            except Exception:
+                logger.exception("after-wait hook %r failed", hook)
 
     async def ready(
         self, task_ids: Sequence[str], timeout_s: float | None

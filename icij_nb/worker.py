@@ -35,6 +35,7 @@ from typing import Any
 from icij_nb.app import App, TaskSpec
 from icij_nb.brokers.base import Broker, Delivery
 from icij_nb.brokers.wire import to_snake_case
+from icij_nb.context import running_task
 from icij_nb.errors import InvalidProgress, InvalidResult, TaskTimeout, UnknownTask
 from icij_nb.jsonvalues import json_problem
 from icij_nb.model import (
@@ -51,22 +52,6 @@ from icij_nb.model import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-#: The task a worker runs in this context; sync functions see it too, through the
-#: context their thread runs in.
-_CURRENT_TASK: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
-    "icij_nb_current_task", default=None
-)
-
-
-def current_task_id() -> str | None:
-    """The id of the task whose function calls this, or None outside a task.
-
-    Notebook tasks use it to name their output notebook after the task.
-    """
-    task = _CURRENT_TASK.get()
-    return task.id if task is not None else None
 
 
 def make_worker_id(app: App, index: int) -> str:
@@ -276,11 +261,10 @@ class Worker:
         run = _Run(task.id, owner)
         self._cancels.running[task.id] = run
         self.current = task.id
-        token = _CURRENT_TASK.set(task)
         try:
-            await self._execute(delivery, spec, run)
+            with running_task(task.id):
+                await self._execute(delivery, spec, run)
         finally:
-            _CURRENT_TASK.reset(token)
             self._cancels.running.pop(task.id, None)
             self.current = None
 

@@ -1,4 +1,13 @@
-"""Shared fixtures: a fresh app per test and a factory of managers that cleans up."""
+"""Shared fixtures: a fresh app per test and factories of managers that clean up.
+
+- ``make_manager(app, store=...)``: managers on the in-process broker.
+- ``amqp_connect(app, **kw)``: ``nb.connect`` on the test's RabbitMQ vhost
+  (``store`` defaults to ``":memory:"``). It returns once the manager consumes
+  ``MANAGER_EVENT`` (its one consumer per open manager), and closes every manager
+  it made at teardown. It needs the ``vhost`` fixture, which the conftests of the
+  directories with RabbitMQ tests import from ``tests/rabbit.py`` (``tests/brokers``,
+  ``tests/contract``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rabbit import queue_counts
 
 import icij_nb as nb
 
@@ -42,6 +52,27 @@ def make_manager(tmp_path: Path) -> Iterator[MakeManager]:
             store = tmp_path / f"store-{len(made)}.sqlite3"
         tm = nb.connect(app, store=store)
         made.append(tm)
+        return tm
+
+    yield make
+    for tm in reversed(made):
+        tm.close(timeout_s=30)
+
+
+@pytest.fixture
+def amqp_connect(vhost: Any) -> Iterator[MakeManager]:
+    made: list[nb.TaskManager] = []
+
+    def make(app: nb.App, **kwargs: Any) -> nb.TaskManager:
+        kwargs.setdefault("store", ":memory:")
+        tm = nb.connect(app, broker=vhost.amqp_url, **kwargs)
+        made.append(tm)
+        open_managers = sum(not m.closed for m in made)
+        # The event consumer starts in the background, right after connect().
+        vhost.wait_until(
+            lambda: queue_counts(vhost, "MANAGER_EVENT")[1] == open_managers,
+            what="the manager to consume MANAGER_EVENT",
+        )
         return tm
 
     yield make

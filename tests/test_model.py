@@ -1,4 +1,4 @@
-"""The task state rules (PROTOCOL.md §3.1-3.2) as icij_nb.model implements them."""
+"""The task state rules (docs/protocol.md §3.1-§3.2), as icij_nb.model has them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TaskStore on its own: round-trips, batched writes, the frame, files, recovery."""
+"""The SQLite store on its own: round-trips, batched writes, the frame, files,
+recovery decisions; and the store strings connect() accepts."""
 
 from __future__ import annotations
 
@@ -14,9 +15,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from icij_nb import FRAME_COLUMNS, ErrorRecord, StackFrame, StoreError, Task, TaskState
+import icij_nb as nb
+from icij_nb import (
+    FRAME_COLUMNS,
+    ConfigError,
+    ErrorRecord,
+    StackFrame,
+    StoreError,
+    Task,
+    TaskState,
+)
 from icij_nb.model import utcnow
-from icij_nb.store import TaskStore
+from icij_nb.store import Adopt, Lost, Orphan, Store, TaskStore, lost_event
 from icij_nb.testing import wait_until_async
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -229,13 +239,6 @@ async def test_frame_of_an_empty_store_has_the_columns(open_store):
     assert frame.empty
 
 
-async def test_counts_are_by_group_and_state(open_store):
-    store = await open_store()
-    for n, state in enumerate([TaskState.DONE, TaskState.DONE, TaskState.QUEUED]):
-        store.put(make_task(n, state))
-    assert await store.counts() == {("cpu", "DONE"): 2, ("cpu", "QUEUED"): 1}
-
-
 # -- files --------------------------------------------------------------------------
 
 
@@ -340,18 +343,44 @@ GONE = {
 }
 
 
+def by_id(orphans: list[Orphan]) -> dict[str, Orphan]:
+    return {o.task.id: o for o in orphans}
+
+
 @pytest.mark.parametrize("how", list(GONE))
 async def test_tasks_of_a_gone_manager_are_lost_with_a_memory_broker(
     open_store, tmp_path, how
 ):
     path = tmp_path / "tasks.sqlite3"
-    await leave_tasks(open_store, path, "m-old")
+    left = await leave_tasks(open_store, path, "m-old")
     register_manager(path, "m-old", **GONE[how]())
 
     store = await open_store(path, manager_id="m-new")
-    changed = await store.recover(durable_broker=False)
+    orphans = by_id(await store.recover(durable_broker=False))
 
-    assert sorted(t.id for t in changed) == ["ocr-1", "ocr-2"]
+    assert sorted(orphans) == ["ocr-1", "ocr-2"]
+    assert orphans["ocr-1"].decision == Lost("m-old", TaskState.QUEUED)
+    assert orphans["ocr-2"].decision == Lost("m-old", TaskState.RUNNING)
+    for task in left:  # a decision, not a change: the records are as stored
+        assert await store.load(task.id) == task
+    for orphan in orphans.values():
+        assert orphan.task == await store.load(orphan.task.id)
+    assert await store.recover(durable_broker=False) == []  # claimed once
+
+
+async def test_a_lost_decision_applied_and_stored_ends_the_task_in_error(
+    open_store, tmp_path
+):
+    path = tmp_path / "tasks.sqlite3"
+    await leave_tasks(open_store, path, "m-old")
+    store = await open_store(path, manager_id="m-new")
+
+    for orphan in await store.recover(durable_broker=False):
+        event = orphan.event()
+        assert event is not None
+        orphan.task.apply(event)
+        put_with_errors(store, orphan.task)
+
     for task_id, was in [("ocr-1", "QUEUED"), ("ocr-2", "RUNNING")]:
         task = await store.load(task_id)
         assert task is not None
@@ -360,12 +389,24 @@ async def test_tasks_of_a_gone_manager_are_lost_with_a_memory_broker(
         assert task.completed_at is not None
         lost = task.errors[-1]
         assert lost.name == "TaskLost"
+        assert lost.created_at == task.completed_at
         assert f"while it was {was}" in lost.message
         assert f"tm.retry({task_id!r})" in lost.message
     done = await store.load("ocr-3")
     assert done is not None
     assert (done.state, done.result, done.errors) == (TaskState.DONE, 7, [])
-    assert await store.recover(durable_broker=False) == []  # settled once
+
+
+def test_lost_event_puts_an_unfinished_task_in_error_with_no_attempts_left():
+    task = make_task(1, TaskState.RUNNING, max_attempts=3, attempts_left=2, attempts=1)
+    at = T0 + timedelta(hours=1)
+
+    task.apply(lost_event(task, gone_state=TaskState.RUNNING, at=at))
+
+    assert (task.state, task.attempts_left, task.attempts) == (TaskState.ERROR, 0, 1)
+    assert task.completed_at == at
+    assert [(e.name, e.created_at) for e in task.errors] == [("TaskLost", at)]
+    assert "stopped while it was RUNNING" in task.errors[0].message
 
 
 async def test_tasks_of_a_gone_manager_are_kept_with_a_durable_broker(
@@ -376,9 +417,12 @@ async def test_tasks_of_a_gone_manager_are_kept_with_a_durable_broker(
     register_manager(path, "m-old", pid=dead_pid(), heartbeat_at=utcnow())
 
     store = await open_store(path, manager_id="m-new")
-    changed = await store.recover(durable_broker=True)
+    orphans = by_id(await store.recover(durable_broker=True))
 
-    assert sorted(t.id for t in changed) == ["ocr-1", "ocr-2"]
+    assert sorted(orphans) == ["ocr-1", "ocr-2"]
+    for orphan in orphans.values():
+        assert orphan.decision == Adopt("m-old")
+        assert orphan.event() is None
     for task in left:
         assert await store.load(task.id) == task
 
@@ -390,8 +434,22 @@ async def test_tasks_of_a_closed_manager_are_lost_with_a_memory_broker(
     await leave_tasks(open_store, path, "m-old")  # closed: no managers row is left
 
     store = await open_store(path, manager_id="m-new")
-    changed = await store.recover(durable_broker=False)
-    assert sorted(t.id for t in changed) == ["ocr-1", "ocr-2"]
+    orphans = by_id(await store.recover(durable_broker=False))
+    assert sorted(orphans) == ["ocr-1", "ocr-2"]
+    assert orphans["ocr-1"].decision == Lost("m-old", TaskState.QUEUED)
+
+
+async def test_claimed_tasks_belong_to_the_manager_that_recovered_them(
+    open_store, tmp_path
+):
+    path = tmp_path / "tasks.sqlite3"
+    await leave_tasks(open_store, path, "m-old")
+    first = await open_store(path, manager_id="m-new")
+    assert len(await first.recover(durable_broker=True)) == 2
+
+    # m-new lives (in this process): a third manager finds nothing to claim.
+    third = await open_store(path, manager_id="m-third")
+    assert await third.recover(durable_broker=True) == []
 
 
 async def test_a_quiet_manager_alive_on_this_host_keeps_its_tasks(open_store, tmp_path):
@@ -429,3 +487,82 @@ async def test_a_store_does_not_recover_its_own_tasks(open_store, tmp_path):
     task = await store.load("ocr-1")
     assert task is not None
     assert task.state is TaskState.RUNNING
+
+
+# -- store strings ------------------------------------------------------------------
+
+
+def test_the_sqlite_store_is_a_store_under_its_public_name(tmp_path):
+    store = nb.TaskStore(tmp_path / "tasks.sqlite3")
+    assert isinstance(store, Store)
+    assert store.label == str(tmp_path / "tasks.sqlite3")
+    assert repr(store) == f"<SqliteStore {tmp_path / 'tasks.sqlite3'} pending=0>"
+    assert nb.TaskStore().label == "memory"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://analyst:s3cret@db.example:5432/tasks",
+        "postgres://db/tasks",
+        "mysql://analyst:s3cret@db/tasks",
+        "file:///tmp/tasks.sqlite3",
+    ],
+)
+def test_a_store_url_of_another_scheme_is_refused(app, tmp_path, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        nb.connect(app, store=url)
+    message = str(info.value)
+    assert f"unsupported store URL {url.split('://')[0]}://" in message
+    assert "sqlite:///relative/path" in message
+    assert "':memory:'" in message
+    assert "s3cret" not in message
+    assert list(tmp_path.iterdir()) == []  # no directory named after the scheme
+
+
+def test_a_sqlite_url_with_a_host_is_refused(app):
+    with pytest.raises(ConfigError, match="names no host"):
+        nb.connect(app, store="sqlite://somehost/tasks.sqlite3")
+
+
+@pytest.mark.parametrize(
+    ("given", "where"),
+    [
+        ("sqlite:///rel/tasks.sqlite3", "rel/tasks.sqlite3"),
+        ("{tmp}/plain.sqlite3", "{tmp}/plain.sqlite3"),
+        ("sqlite:///{tmp}/abs.sqlite3", "{tmp}/abs.sqlite3"),
+    ],
+)
+def test_sqlite_store_strings_name_a_file(
+    app, make_manager, tmp_path, monkeypatch, given, where
+):
+    monkeypatch.chdir(tmp_path)
+    tm = make_manager(app, store=given.format(tmp=tmp_path))
+    expected = Path(where.format(tmp=tmp_path))
+    assert tm.store.label == str(expected)
+    assert (tmp_path / expected).is_file()
+
+
+@pytest.mark.parametrize("given", [":memory:", "sqlite://", "sqlite:///:memory:"])
+def test_memory_store_strings_write_no_file(
+    app, make_manager, tmp_path, monkeypatch, given
+):
+    monkeypatch.chdir(tmp_path)
+    tm = make_manager(app, store=given)
+    assert tm.store.is_memory
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_object_is_a_path_even_when_it_looks_like_a_url(
+    app, make_manager, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    tm = make_manager(app, store=Path("odd:name.sqlite3"))
+    assert (tmp_path / "odd:name.sqlite3").is_file()
+    assert tm.store.label == "odd:name.sqlite3"
+
+
+def test_a_store_of_another_type_is_refused(app):
+    with pytest.raises(ConfigError, match=r"store must be a SQLite file path.*got 42"):
+        nb.connect(app, store=42)

@@ -1,5 +1,6 @@
-"""What workers do with a task, seen from the manager: progress (and its coalescing),
-retries and timeouts.
+"""What workers do with a task, seen from the manager: progress coalescing, and
+timeouts (sync tasks, group timeouts, retryable timeouts). Progress, retries and the
+timeout of an async task on every backend are in ``tests/contract``.
 """
 
 from __future__ import annotations
@@ -14,42 +15,6 @@ import icij_nb as nb
 from icij_nb.testing import wait_until
 
 # -- progress ----------------------------------------------------------------------
-
-
-def test_async_task_progress_is_visible_while_it_runs(app, make_manager, release):
-    @app.task
-    async def halfway(progress) -> str:
-        await progress(0.5)
-        await asyncio.to_thread(release.wait, 30)
-        return "ok"
-
-    tm = make_manager(app)
-    tm.start_pool(None, workers=1)
-    handle = tm.submit("halfway")
-
-    wait_until(lambda: handle.progress == 0.5, what="progress 0.5")
-    assert handle.state is nb.TaskState.RUNNING
-    release.set()
-    assert handle.result(timeout_s=5) == "ok"
-    assert handle.progress == 1.0
-
-
-def test_sync_task_progress_is_visible_while_it_runs(app, make_manager, release):
-    @app.task
-    def quarter(progress) -> str:
-        progress(0.25)
-        release.wait(30)
-        return "ok"
-
-    tm = make_manager(app)
-    tm.start_pool(None, workers=1)
-    handle = tm.submit("quarter")
-
-    wait_until(lambda: handle.progress == 0.25, what="progress 0.25")
-    assert handle.state is nb.TaskState.RUNNING
-    assert "progress=25%" in repr(handle)
-    release.set()
-    assert handle.result(timeout_s=5) == "ok"
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
@@ -92,116 +57,7 @@ def test_chatty_progress_is_coalesced(app, make_manager, kind):
     assert handle.progress == 1.0
 
 
-# -- retries -----------------------------------------------------------------------
-
-
-def test_recoverable_error_is_retried_up_to_max_retries(app, make_manager):
-    calls: list[int] = []
-
-    @app.task(max_retries=2, recover_from=(ConnectionError,))
-    def unreachable() -> None:
-        calls.append(len(calls) + 1)
-        raise ConnectionError(f"refused on call {len(calls)}")
-
-    tm = make_manager(app)
-    tm.start_pool(None, workers=1)
-    handle = tm.submit("unreachable")
-
-    with pytest.raises(nb.TaskFailed, match="after 3 attempt"):
-        handle.result(timeout_s=5)
-    task = tm.get(handle)
-    assert calls == [1, 2, 3]
-    assert task.attempts == 3
-    assert task.max_attempts == 3
-    assert task.state is nb.TaskState.ERROR
-    errors = tm.errors(handle)
-    assert [e.name for e in errors] == ["ConnectionError"] * 3
-    assert [e.message for e in errors] == [f"refused on call {i}" for i in (1, 2, 3)]
-
-
-def test_errors_not_in_recover_from_are_not_retried(app, make_manager):
-    calls: list[int] = []
-
-    @app.task(max_retries=5, recover_from=(ConnectionError,))
-    def broken() -> None:
-        calls.append(1)
-        raise ValueError("not a connection problem")
-
-    tm = make_manager(app)
-    tm.start_pool(None, workers=1)
-    handle = tm.submit("broken")
-
-    with pytest.raises(nb.TaskFailed, match="ValueError: not a connection problem"):
-        handle.result(timeout_s=5)
-    assert len(calls) == 1
-    assert tm.get(handle).attempts == 1
-    assert len(tm.errors(handle)) == 1
-
-
-def test_success_on_a_later_attempt_ends_done_and_keeps_earlier_errors(
-    app, make_manager
-):
-    calls: list[int] = []
-
-    @app.task(max_retries=3, recover_from=(ConnectionError,))
-    def flaky() -> str:
-        calls.append(1)
-        if len(calls) < 3:
-            raise ConnectionError(f"attempt {len(calls)} failed")
-        return "third time"
-
-    tm = make_manager(app)
-    tm.start_pool(None, workers=1)
-    handle = tm.submit("flaky")
-
-    assert handle.result(timeout_s=5) == "third time"
-    task = tm.get(handle)
-    assert task.state is nb.TaskState.DONE
-    assert task.attempts == 3
-    assert [e.message for e in task.errors] == ["attempt 1 failed", "attempt 2 failed"]
-
-
-@pytest.mark.parametrize(("max_retries", "attempts"), [(0, 1), (1, 2)])
-def test_max_retries_given_at_submit_overrides_the_task_setting(
-    app, make_manager, max_retries, attempts
-):
-    calls: list[int] = []
-
-    @app.task(max_retries=5, recover_from=(ConnectionError,))
-    def unreachable() -> None:
-        calls.append(1)
-        raise ConnectionError("refused")
-
-    tm = make_manager(app)
-    tm.start_pool(None, workers=1)
-    handle = tm.submit("unreachable", max_retries=max_retries)
-
-    with pytest.raises(nb.TaskFailed):
-        handle.result(timeout_s=5)
-    assert len(calls) == attempts
-    assert tm.get(handle).max_attempts == attempts
-    assert len(tm.errors(handle)) == attempts
-
-
 # -- timeouts ----------------------------------------------------------------------
-
-
-def test_async_task_past_its_timeout_ends_in_error_with_task_timeout(app, make_manager):
-    @app.task(timeout_s=0.2)
-    async def sleepy() -> None:
-        await asyncio.sleep(60)
-
-    tm = make_manager(app)
-    tm.start_pool(None, workers=1)
-    handle = tm.submit("sleepy")
-
-    with pytest.raises(nb.TaskFailed, match="TaskTimeout") as caught:
-        handle.result(timeout_s=10)
-    error = caught.value.error
-    assert error is not None
-    assert error.name == "TaskTimeout"
-    assert "timeout of 0.2s" in error.message
-    assert tm.get(handle).attempts == 1  # TimeoutError is not in recover_from
 
 
 def test_group_timeout_stops_a_task_without_its_own_timeout(app, make_manager):

@@ -1,9 +1,9 @@
 """icij-worker's AMQP topology: names, exact queue arguments, policies, URLs.
 
-Everything a peer must agree on byte for byte (PROTOCOL §1): the exchanges, queues,
-their arguments and routing keys, and the management-API policies icij-worker PUTs
-(:class:`ManagementApi`). No aio_pika here: ``brokers/amqp.py`` declares what this
-module names.
+Everything a peer must agree on byte for byte (docs/protocol.md §1): the exchanges,
+queues, their arguments and routing keys, and the management-API policies icij-worker
+PUTs (:class:`ManagementApi`). No aio_pika here: ``brokers/amqp_topology.py`` declares
+what this module names.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from icij_nb.errors import BrokerError, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
-# -- names and arguments (PROTOCOL §1) -------------------------------------------
+# -- names and arguments (docs/protocol.md §1.1-§1.4) ----------------------------
 
 EXCHANGE_TASKS: Final = "exchangeMainTasks"
 EXCHANGE_DLQ_TASKS: Final = "exchangeDLQTasks"
@@ -99,7 +99,7 @@ def management_url_for(url: str) -> str:
 
 
 def task_group_policy(group: str | None, max_length: int | None) -> dict[str, Any]:
-    """The ``task-group-policy-*`` body icij-worker PUTs (PROTOCOL §1.5)."""
+    """The ``task-group-policy-*`` body icij-worker PUTs (docs/protocol.md §1.5)."""
     name = task_queue_name(group)
     definition: dict[str, Any] = {"overflow": "reject-publish", "delivery-limit": 10}
     if max_length is not None:

@@ -1,7 +1,8 @@
 """icij-worker's JSON messages: model objects to bodies (bytes) and back.
 
-Pure Python (``json`` only): ``brokers/amqp.py`` moves the bytes, this module decides
-what they say. The message shapes are icij-worker's (PROTOCOL.md §2):
+Pure Python (``json`` only): the ``brokers/amqp*.py`` modules move the bytes, this
+module decides what they say. The message shapes are icij-worker's (docs/protocol.md
+§2):
 
 - every body is a UTF-8 JSON object tagged with ``"@type"`` (``Task``,
   ``ProgressEvent``, ``ResultEvent``, ``ErrorEvent``, ``CancelledEvent``,
@@ -12,7 +13,8 @@ what they say. The message shapes are icij-worker's (PROTOCOL.md §2):
 Encoding writes exactly what icij-worker writes, plus what its own peers need to stay
 alive: ``maxRetries`` and ``retriesLeft`` in every Task (a task without them cannot
 be retried, and an error for it crashes icij's manager), ``retriesLeft`` in every
-ErrorEvent, and ``value`` in every result, even when it is None (PROTOCOL.md §7).
+ErrorEvent, and ``value`` in every result, even when it is None
+(docs/protocol.md §6).
 
 Decoding is lenient where icij-worker is strict and harmless to be lenient (either key
 casing, unknown keys ignored, ``args`` as null or as a JSON string, any datetime form,
@@ -89,7 +91,7 @@ _UNKNOWN_FRAME = "<unknown>"
 
 
 def encode_task(task: Task) -> bytes:
-    """The Task message for ``task`` (PROTOCOL.md §2.4).
+    """The Task message for ``task`` (docs/protocol.md §2.4).
 
     ``state`` is ``task.state`` (CREATED on a first enqueue, QUEUED on a republish);
     ``progress`` is sent only with QUEUED, as icij's manager does; ``maxRetries`` and
@@ -120,7 +122,7 @@ def encode_task(task: Task) -> bytes:
 
 
 def encode_event(event: ManagerEvent) -> bytes:
-    """The message for a worker event (PROTOCOL.md §2.5-2.8).
+    """The message for a worker event (docs/protocol.md §2.5-§2.8).
 
     ``worker_id`` is not part of the body, and ``maxRetries`` never is (it crashes
     icij's manager). A ResultEvent always carries ``value``, an ErrorEvent always
@@ -140,7 +142,7 @@ def encode_event(event: ManagerEvent) -> bytes:
 
 
 def encode_broadcast(event: WorkerBroadcast) -> bytes:
-    """The message for a cancel or shutdown broadcast (PROTOCOL.md §2.9-2.10)."""
+    """The message for a cancel or shutdown broadcast (docs/protocol.md §2.9-§2.10)."""
     kind: object = event  # typed as a broadcast, but checked: anything may come in
     if isinstance(kind, CancelEvent):
         message = _event_head(kind.task_id, kind.created_at)
@@ -232,7 +234,7 @@ def decode_task(body: Body) -> Task:
     """Read a Task message; the returned task has ``group=None``.
 
     The group is not on the wire: the caller sets it from the queue. Lenient as
-    PROTOCOL.md §5.1.3 asks: either key casing, unknown keys ignored, ``args`` null
+    docs/protocol.md §2.12 says: either key casing, unknown keys ignored, ``args`` null
     or a JSON string, any datetime form, a state in any case (CREATED when absent).
     Without ``maxRetries`` the task may run once (or ``retriesLeft`` times), without
     ``retriesLeft`` it has all its attempts left.
@@ -264,7 +266,7 @@ def decode_event(body: Body) -> ManagerEvent:
     An ErrorEvent without ``retriesLeft`` has no attempts left: icij-worker's model
     would default it to 3, and a manager would then retry the task forever. A
     ResultEvent whose result has no ``value`` (icij-worker's way to send None,
-    PROTOCOL.md §7 #1) has the value None.
+    docs/protocol.md §6 #1) has the value None.
 
     Raises:
         WireError: the body is not a valid worker event.

@@ -1,6 +1,6 @@
-"""The RabbitMQ broker declares icij-worker's topology exactly (PROTOCOL §1) and
-publishes what icij-worker publishes (§2.2, §2.4): checked on a real broker, in a
-fresh vhost per test, through the management API and raw AMQP reads.
+"""The RabbitMQ broker declares icij-worker's topology exactly (docs/protocol.md §1)
+and publishes what icij-worker publishes (docs/protocol.md §2.2, §2.4): checked on a
+real broker, in a fresh vhost per test, through the management API and raw AMQP reads.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ MANAGER_EVENT_ARGS = {
     "x-dead-letter-exchange": "exchangeDLQManagerEvents",
     "x-dead-letter-routing-key": "routingKeyDLQManagerEvents",
 }
-# §2.4: the keys of a first enqueue, with the retry settings icij_nb always sends.
+# The keys of a first enqueue (docs/protocol.md §2.4), with the retry settings
+# icij_nb always sends.
 FIRST_ENQUEUE_KEYS = {
     "@type",
     "id",

@@ -1,7 +1,7 @@
 """The icij-worker wire codec: golden messages, leniency, refusals, and properties.
 
 The golden bodies are the messages observed live between real icij-worker 0.20.2
-pools and managers (PROTOCOL.md §2.4-2.10), copied byte for byte.
+pools and managers (docs/protocol.md §2.4-§2.10), copied byte for byte.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from icij_nb.model import (
     TaskState,
 )
 
-# -- the observed messages (PROTOCOL.md §2) -------------------------------------
+# -- the observed messages (docs/protocol.md §2) --------------------------------
 
 TASK_BARE = (
     b'{"id":"hello_world-425a550e","name":"hello_world","args":{"greeted":"world"},'
@@ -269,7 +269,7 @@ def test_encoded_bare_task_matches_observed_plus_retry_counts_in_icij_key_order(
     task = observed_task(TASK_BARE, max_attempts=1, attempts_left=1)
     sent = json.loads(encode_task(task))
     observed = json.loads(TASK_BARE)
-    # We always send the retry counts (PROTOCOL.md §5.2.2); the rest is identical.
+    # We always send the retry counts (docs/protocol.md §5.2); the rest is identical.
     assert sent == {**observed, "retriesLeft": 1, "maxRetries": 1}
     assert list(sent) == [
         "id",
@@ -477,7 +477,7 @@ def test_to_snake_case_converts_like_icij(key, expected):
     assert to_snake_case(key) == expected
 
 
-# -- leniency (PROTOCOL.md §2.11, §5.1.3) ---------------------------------------
+# -- leniency (docs/protocol.md §2.12) --------------------------------------------
 
 
 def test_task_in_snake_case_with_naive_datetime_is_accepted():
@@ -565,7 +565,8 @@ def test_result_with_extra_keys_is_accepted():
 
 
 def test_icij_none_result_without_value_reads_as_none():
-    # icij-worker drops the null value (PROTOCOL.md §7 #1); we must not choke on it.
+    # icij-worker drops the null value (docs/protocol.md §6 #1); we must not choke
+    # on it.
     event = decode_event(event_body("ResultEvent", result={"@type": "TaskResult"}))
     assert isinstance(event, ResultEvent)
     assert event.value is None

@@ -4,18 +4,18 @@ It runs in the icij-worker virtualenv (``scripts/icij_worker_venv.sh``), never i
 ours: it imports ``icij_worker`` and not ``icij_nb``. Pools load it as
 ``icij_app.app`` with this directory on ``PYTHONPATH`` (see ``peers.py``). Our own
 interop apps register the same names and groups, so that either side can drive the
-other (PROTOCOL.md §8).
+other (docs/protocol.md §5.3).
 
-icij-worker semantics to keep in mind (PROTOCOL.md §3.4, §4.1):
+icij-worker semantics to keep in mind (docs/protocol.md §3.3, §5.3):
 
 - ``@app.task(...)`` (called) defaults ``max_retries`` to 3, and icij counts
   *attempts*: ``max_retries=3`` means three runs at most, so ``flaky`` with
   ``fail_times=2`` ends DONE and with ``fail_times=3`` ends ERROR.
 - A bare ``@app.task`` sends no ``maxRetries``; an error in such a task kills the
-  icij task manager (§7 #2). ``hello`` is bare (it never fails); ``bare_fatal`` is
-  there to reproduce that defect on purpose.
-- A ``None`` result kills the icij task manager (§7 #1), hence ``returns_none``
-  returns ``{"none": None}``.
+  icij task manager (docs/protocol.md §6 #2). ``hello`` is bare (it never fails);
+  ``bare_fatal`` is there to reproduce that defect on purpose.
+- A ``None`` result kills the icij task manager (docs/protocol.md §6 #1), hence
+  ``returns_none`` returns ``{"none": None}``.
 """
 
 import asyncio

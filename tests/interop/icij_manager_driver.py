@@ -26,7 +26,7 @@ Scenario: a list of task items, or an object::
             "cancel_requeue": false}
 
 The TM's app must register every submitted name: ``save_task`` takes the task's
-group and ``max_retries`` from that registry (PROTOCOL.md §4.5). Names that only
+group and ``max_retries`` from that registry (docs/protocol.md §5.3). Names that only
 the peer pool knows get a stub registration here, so this TM can drive any pool.
 
 Output: one JSON object per line on stdout, one per task in input order::
@@ -37,11 +37,11 @@ Output: one JSON object per line on stdout, one per task in input order::
 
 then a last line ``{"summary": {"tm_error": null | "<repr>", "timed_out": bool}}``.
 ``tm_error`` is set when the TM's event loop died (it dies silently on any bad
-event, PROTOCOL.md §7 #6). The exit status is 0 unless the driver itself failed
+event, docs/protocol.md §6 #6). The exit status is 0 unless the driver itself failed
 (bad scenario, broker unreachable). icij's logs go to stderr.
 
 The TM is built by hand: ``TaskManager.from_config`` crashes with FS storage
-(PROTOCOL.md §4.5).
+(docs/protocol.md §5.3).
 """
 
 from __future__ import annotations

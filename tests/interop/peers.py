@@ -75,7 +75,7 @@ class IcijPool:
 
     @property
     def queue(self) -> str:
-        """The task queue this pool consumes (PROTOCOL.md §1.3)."""
+        """The task queue this pool consumes (docs/protocol.md §1.2)."""
         return "TASK" if self.group is None else f"TASK.{self.group}"
 
     def log(self) -> str:
@@ -142,7 +142,7 @@ def stop(pool: IcijPool | subprocess.Popen[bytes]) -> int:
     """SIGTERM the process group, SIGKILL it after 5 s; return the exit status.
 
     The whole group, because the parent of a multi-worker pool only logs SIGTERM
-    (PROTOCOL.md §3.8). Returns once every process of the group is gone.
+    (docs/protocol.md §5.3). Returns once every process of the group is gone.
     """
     proc = pool.proc if isinstance(pool, IcijPool) else pool
     if proc.poll() is None:
@@ -194,7 +194,7 @@ def run_icij_manager_script(
     With ``check`` (the default), a TM whose event loop died or that timed out
     raises AssertionError with the log's end; pass ``check=False`` to test those.
     ``extra_env`` adds settings, e.g. ``{"ICIJ_APP_LATE_ACK": "false"}`` (the TM
-    and the workers must agree on it, PROTOCOL.md §3.5).
+    and the workers must agree on it, docs/protocol.md §5.3).
     """
     if isinstance(scenario, list):
         scenario = {"tasks": scenario}

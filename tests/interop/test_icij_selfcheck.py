@@ -3,7 +3,7 @@
 Nothing of icij_nb runs here. If these fail, the interop tests that pit icij_nb
 against icij-worker cannot be trusted: the peer virtualenv, the fixtures or the
 peers' helpers are broken. The topology test is also the reference the AMQP broker
-must match (PROTOCOL.md §1).
+must match (docs/protocol.md §1).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_icij_app_tasks_end_as_documented(icij_pool, icij_manager):
     assert [(e["name"], e["cause"]) for e in flaky_once["errors"]] == [
         ("Flaky", "'root cause'")
     ]
-    # icij's max_retries=3 means three attempts in all (PROTOCOL.md §3.4).
+    # icij's max_retries=3 means three attempts in all (docs/protocol.md §3.3).
     assert flaky_always["state"] == "ERROR"
     assert [e["retries_left"] for e in flaky_always["errors"]] == [2, 1, 0]
     assert fatal["state"] == "ERROR"

@@ -5,7 +5,7 @@ start``); our manager knows the same names from ``nb_app.py``, whose functions n
 run here. Retry counts differ in meaning: our ``max_retries`` counts retries after
 the first attempt, the wire's ``maxRetries`` counts attempts, and our manager sends
 ``maxRetries = max_retries + 1``; the icij worker decides from the message alone
-(PROTOCOL.md §3.3 step 12), so ``max_retries=2`` gives three attempts.
+(docs/protocol.md §3.3), so ``max_retries=2`` gives three attempts.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ async def _publish_raw_event(vhost: Vhost, body: bytes) -> None:
 
 def test_result_event_without_value_reads_as_none(icij_pool, manager, vhost):
     # icij-worker writes a None result as {"@type": "TaskResult"} without "value",
-    # which kills icij's own task manager (PROTOCOL.md §7 #1). icij_app.py avoids
+    # which kills icij's own task manager (docs/protocol.md §6 #1). icij_app.py avoids
     # None results, so the event is hand-made, as icij-worker writes it, for a task
     # that no pool takes (no pool serves "grp" here).
     icij_pool()

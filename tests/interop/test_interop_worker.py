@@ -5,8 +5,8 @@ tests/interop/nb_app.py:app [-g grp] --broker URL`` as a subprocess, in the test
 vhost. icij's ``AMQPTaskManager`` runs in the icij virtualenv (the ``icij_manager``
 fixture, ``icij_manager_driver.py``) with ``icij_app.py`` as its registry, so it
 sends what it would send to its own workers: icij's retry counts (``max_retries=3``
-is three attempts, PROTOCOL.md §3.4), no ``maxRetries`` for bare tasks. The driver
-fails the test when the icij TM's event loop dies (PROTOCOL.md §7 #6): every event
+is three attempts, docs/protocol.md §3.3), no ``maxRetries`` for bare tasks. The driver
+fails the test when the icij TM's event loop dies (docs/protocol.md §6 #6): every event
 our worker sends must parse and apply in icij's models.
 """
 
@@ -160,7 +160,7 @@ def test_hello_and_a_none_result_end_done(nb_pool, icij_manager):
         [
             {"name": "hello", "args": {"greeted": "world"}},
             # icij's own worker leaves "value" out of a None result and its TM dies
-            # on that (PROTOCOL.md §7 #1); ours always sends it. icij_app.py has no
+            # on that (docs/protocol.md §6 #1); ours always sends it. icij_app.py has no
             # such task: the driver registers a stub name for the TM.
             {"name": "returns_nothing", "args": {}},
         ]
@@ -181,8 +181,8 @@ def test_hello_and_a_none_result_end_done(nb_pool, icij_manager):
 
 
 def test_camel_case_args_reach_snake_case_parameters(nb_pool, icij_manager):
-    # icij's worker snake-cases every argument name before the call (PROTOCOL.md
-    # §3.3 step 8): Datashare's Java side sends camelCase names.
+    # icij's worker snake-cases every argument name before the call (docs/protocol.md
+    # §5.1): Datashare's Java side sends camelCase names.
     nb_pool()
 
     run = icij_manager([{"name": "with_progress", "args": {"nSteps": 3}}])
