@@ -27,12 +27,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from icij_nb.errors import ConfigError
 from icij_nb.model import ErrorRecord, StackFrame, TaskState
-from icij_nb.temporal.namespace import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:
     from temporalio.client import WorkflowExecutionStatus
     from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 
+#: Datashare's namespace (``--temporalNamespace``) and datashare-python's default
+DEFAULT_NAMESPACE: Final = "datashare-default"
 DEFAULT_PORT: Final = 7233
 #: the task queue of tasks without a group (Datashare has none: GROUP needs one)
 UNGROUPED_QUEUE: Final = "default"

@@ -40,7 +40,7 @@ from icij_nb.temporal.contract import (
     task_queue,
     workflow_input,
 )
-from icij_nb.temporal.namespace import check_namespace
+from icij_nb.temporal.namespace import connect_client
 from icij_nb.temporal.watch import Watch
 
 if TYPE_CHECKING:
@@ -54,27 +54,6 @@ logger = logging.getLogger(__name__)
 
 #: how often observe mode lists the namespace's workflows
 LIST_INTERVAL_S: Final = 1.0
-
-
-async def connect_client(url: TemporalUrl) -> Client:
-    """A client of the URL's namespace, checked ready for Datashare's tasks.
-
-    Raises:
-        BrokerUnavailable: no Temporal server answers at the URL's address.
-        NamespaceMissing: the namespace or its search attributes are missing.
-    """
-    from temporalio.client import Client
-
-    try:
-        client = await Client.connect(url.address, namespace=url.namespace)
-    except RuntimeError as exc:
-        msg = (
-            f"no Temporal server answers at {url.address} ({exc}); start one "
-            "(python -m icij_nb.temporal.server, or Datashare's) or fix the URL"
-        )
-        raise BrokerUnavailable(msg) from None
-    await check_namespace(client, url.namespace)
-    return client
 
 
 class TemporalEngine:

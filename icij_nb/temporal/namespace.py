@@ -1,5 +1,7 @@
 """The namespace and search attributes Datashare's Temporal contract needs.
 
+:func:`connect_client` connects to a namespace and checks it is ready.
+
 Datashare (``TaskManagerTemporal.setupNamespace``) creates the namespace and three
 search attributes, ``UserId`` (Keyword), ``Progress`` and ``MaxProgress`` (Double),
 then waits until they are listed. :func:`ensure_namespace` does the same;
@@ -12,13 +14,12 @@ import asyncio
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
-from icij_nb.errors import BrokerError
+from icij_nb.errors import BrokerError, BrokerUnavailable
+from icij_nb.temporal.contract import DEFAULT_NAMESPACE, TemporalUrl
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-#: Datashare's namespace (``--temporalNamespace``) and datashare-python's default
-DEFAULT_NAMESPACE: Final = "datashare-default"
 #: the search attributes of the contract, by name: their Temporal type
 SEARCH_ATTRIBUTES: Final = {
     "UserId": "Keyword",
@@ -154,3 +155,24 @@ async def ensure_namespace(
                 ):
                     raise
         await asyncio.sleep(0.2)
+
+
+async def connect_client(url: TemporalUrl) -> Client:
+    """A client of the URL's namespace, checked ready for Datashare's tasks.
+
+    Raises:
+        BrokerUnavailable: no Temporal server answers at the URL's address.
+        NamespaceMissing: the namespace or its search attributes are missing.
+    """
+    from temporalio.client import Client
+
+    try:
+        client = await Client.connect(url.address, namespace=url.namespace)
+    except RuntimeError as exc:
+        msg = (
+            f"no Temporal server answers at {url.address} ({exc}); start one "
+            "(python -m icij_nb.temporal.server, or Datashare's) or fix the URL"
+        )
+        raise BrokerUnavailable(msg) from None
+    await check_namespace(client, url.namespace)
+    return client

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from icij_nb.app import App
 from icij_nb.errors import ConfigError
 from icij_nb.temporal.contract import TemporalUrl, task_queue
-from icij_nb.temporal.engine import connect_client
+from icij_nb.temporal.namespace import connect_client
 from icij_nb.temporal.workflows import TaskRunner
 from icij_nb.threads import DaemonExecutor
 

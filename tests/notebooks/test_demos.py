@@ -115,8 +115,8 @@ def test_there_are_six_demos_and_a_task_notebook() -> None:
         "observe_only.ipynb",
         "quickstart.ipynb",
         "remote_pools.ipynb",
-        "tasks/topic_report.ipynb",
         "temporal.ipynb",
+        "tasks/topic_report.ipynb",
     ]
 
 
