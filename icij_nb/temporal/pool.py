@@ -63,7 +63,11 @@ def build_worker(
     Raises:
         ConfigError: the app has no task in that group.
     """
-    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+    from temporalio.worker import (
+        PollerBehaviorSimpleMaximum,
+        UnsandboxedWorkflowRunner,
+        Worker,
+    )
 
     specs = [spec for spec in app if spec.group_name == group]
     if not specs:
@@ -79,7 +83,10 @@ def build_worker(
         activities=runner.activities(specs),
         workflow_runner=UnsandboxedWorkflowRunner(),
         max_concurrent_activities=concurrency,
-        max_concurrent_workflow_tasks=max(concurrency, 5),
+        # One activity poller: several spread over the queue's partitions, and a
+        # task that lands on a partition nobody polls waits to be forwarded
+        # (measured: p50 of a one-activity task 150 ms with 5 pollers, 103 with 1).
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(1),
         identity=identity,
         graceful_shutdown_timeout=timedelta(0),
     )

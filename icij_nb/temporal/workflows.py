@@ -255,9 +255,10 @@ def _failure(spec: TaskSpec, exc: Exception, attempt: int) -> ApplicationError:
 
 
 async def _heartbeat_forever() -> None:
+    # Not at once: a short task then ends without a heartbeat's round trip.
     while True:
-        activity.heartbeat()
         await asyncio.sleep(HEARTBEAT_EVERY_S)
+        activity.heartbeat()
 
 
 class _ProgressSignal:
