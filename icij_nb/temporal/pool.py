@@ -87,6 +87,10 @@ def build_worker(
         # task that lands on a partition nobody polls waits to be forwarded
         # (measured: p50 of a one-activity task 150 ms with 5 pollers, 103 with 1).
         activity_task_poller_behavior=PollerBehaviorSimpleMaximum(1),
+        # No workflow cache: a task's workflow is tiny and replays in a moment, and
+        # cached workflow instances, evicted when pools stop, were seen to crash
+        # the garbage collector of the process that ran many pools (CPython 3.11).
+        max_cached_workflows=0,
         identity=identity,
         graceful_shutdown_timeout=timedelta(0),
     )
