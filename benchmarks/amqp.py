@@ -296,8 +296,12 @@ async def raw_declare(url: str, vhost: str) -> None:
     )
 
 
-async def replier_main(url: str) -> None:
-    """One replier process: prefetch 1, confirmed persistent reply, then the ack.
+async def replier_main(url: str, prefetch: int = 1) -> None:
+    """One replier process: confirmed persistent reply, then the ack.
+
+    With ``prefetch`` 1 a replier handles one request at a time (the raw limit of
+    this script); with more, aio-pika runs its callbacks concurrently, so replies
+    and their confirms are pipelined (the raw pipelined limit of race.py).
 
     Stops on SIGTERM or when its stdin closes (the benchmark ended or died).
     """
@@ -316,7 +320,7 @@ async def replier_main(url: str) -> None:
     connection = await aio_pika.connect(url, timeout=5)
     try:
         channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=1)
+        await channel.set_qos(prefetch_count=prefetch)
         events_x = await channel.get_exchange(EXCHANGE_MANAGER_EVENTS, ensure=False)
         queue = await channel.get_queue(QUEUE, ensure=False)
 
@@ -407,7 +411,13 @@ async def raw_measure(url: str, n_tasks: int, latency_calls: int) -> dict[str, A
 
 
 def raw_run(
-    management: Management, processes: int, n_tasks: int, latency: int, tmp: Path
+    management: Management,
+    processes: int,
+    n_tasks: int,
+    latency: int,
+    tmp: Path,
+    *,
+    prefetch: int = 1,
 ) -> dict[str, Any]:
     with fresh_vhost(management) as vhost:
         url = amqp_url(vhost)
@@ -419,7 +429,14 @@ def raw_run(
                 with path.open("wb") as out:
                     repliers.append(
                         start_child(
-                            [sys.executable, __file__, "--replier", url],
+                            [
+                                sys.executable,
+                                __file__,
+                                "--replier",
+                                url,
+                                "--replier-prefetch",
+                                str(prefetch),
+                            ],
                             stdin=subprocess.PIPE,
                             stdout=out,
                             stderr=subprocess.STDOUT,
@@ -459,12 +476,16 @@ def nb_run(
     n_tasks: int,
     latency: int,
     tmp: Path,
+    *,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
     with fresh_vhost(management) as vhost:
         url = amqp_url(vhost)
         tm = nb.connect(app, broker=url, store=tmp / f"nb-{vhost}.sqlite3")
         try:
-            pool = tm.start_pool(GROUP, workers=processes, processes=True)
+            pool = tm.start_pool(
+                GROUP, workers=processes, processes=True, concurrency=concurrency
+            )
 
             def alive() -> None:
                 if pool.stopped or len(pool.pids) < processes:
@@ -986,9 +1007,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--replier", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--replier-prefetch", type=int, default=1, help=argparse.SUPPRESS
+    )
     options = parser.parse_args(argv)
     if options.replier:
-        asyncio.run(replier_main(options.replier))
+        asyncio.run(replier_main(options.replier, options.replier_prefetch))
         return 0
     icij_tasks = options.icij_tasks or options.tasks
     if min(options.tasks, options.repeats, icij_tasks) < 1:

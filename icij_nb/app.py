@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, Final, overload
 
 from icij_nb.errors import (
     ConfigError,
@@ -37,6 +37,12 @@ TaskFunction = Callable[..., Any]
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,200}$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,200}$")
+
+
+#: tasks a worker process runs at once when every task of its group is async
+#: (benchmarks/README.md, "race.py": the throughput of no-op tasks levels off
+#: past it, and a task that awaits its broker or I/O is the common case)
+DEFAULT_ASYNC_CONCURRENCY: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +223,19 @@ class App:
                 f"{known}. Declare it with @app.task(group=...) or app.add_group()."
             )
             raise UnknownGroup(msg) from None
+
+    def default_concurrency(self, group: str | None) -> int:
+        """How many tasks a worker process of ``group`` runs at once by default.
+
+        :data:`DEFAULT_ASYNC_CONCURRENCY` when every task of the group is async
+        (short async tasks mostly wait on the broker: one at a time leaves a
+        process idle between a result and the next delivery), else 1 (sync tasks
+        run in threads and are often CPU-bound).
+        """
+        specs = [s for s in self._tasks.values() if s.group_name == group]
+        if specs and all(s.is_async for s in specs):
+            return DEFAULT_ASYNC_CONCURRENCY
+        return 1
 
     def get(self, name: str) -> TaskSpec:
         """The task registered under ``name``.

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from icij_nb.errors import InvalidFilter
 from icij_nb.frames import assemble_frame, states_from_codes, times_from_us
 from icij_nb.model import Task, TaskState
 
@@ -153,21 +154,21 @@ KEEP: Final[Any] = object()
 def check_int(what: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         msg = f"{what} must be an int, got {value!r}"
-        raise ValueError(msg)
+        raise InvalidFilter(msg)
     return value
 
 
 def check_board_options(page_size: object, refresh_s: object) -> None:
     if check_int("page_size", page_size) < 1:
         msg = f"page_size must be >= 1, got {page_size!r}"
-        raise ValueError(msg)
+        raise InvalidFilter(msg)
     if (
         not isinstance(refresh_s, int | float)
         or isinstance(refresh_s, bool)
         or not refresh_s > 0
     ):
         msg = f"refresh_s must be a number of seconds > 0, got {refresh_s!r}"
-        raise ValueError(msg)
+        raise InvalidFilter(msg)
 
 
 def filter_changes(**given: Any) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def filter_changes(**given: Any) -> dict[str, Any]:
             continue
         if value is not None and not isinstance(value, str):
             msg = f"{key} must be a string or None, got {value!r}"
-            raise ValueError(msg)
+            raise InvalidFilter(msg)
         wanted[key] = value.strip() or None if isinstance(value, str) else None
     states = given["states"]
     if states is not KEEP:
@@ -204,8 +205,11 @@ def parse_states(
         if not isinstance(state, str):
             valid = ", ".join(s.value for s in TaskState)
             msg = f"unknown task state {state!r}; valid states: {valid}"
-            raise ValueError(msg)
-        parsed.add(TaskState.parse(state))
+            raise InvalidFilter(msg)
+        try:
+            parsed.add(TaskState.parse(state))
+        except ValueError as exc:  # the model's error, as the board's filter error
+            raise InvalidFilter(str(exc)) from None
     return frozenset(parsed) or None
 
 

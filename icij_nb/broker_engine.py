@@ -105,5 +105,6 @@ class BrokerEngine:
             lambda app: self.broker.for_another_process(),
             group=options.group,
             processes=options.workers,
-            workers_per_process=options.concurrency,
+            workers_per_process=options.concurrency
+            or app.default_concurrency(options.group),
         )

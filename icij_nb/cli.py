@@ -82,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         "-c",
         "--concurrency",
         type=int,
-        default=1,
-        help="tasks each process runs at once (1)",
+        default=None,
+        help="tasks each process runs at once (16 if every task of the group is "
+        "async, else 1)",
     )
     _broker_args(start)
     start.add_argument(
@@ -174,13 +175,14 @@ def _workers_start(args: argparse.Namespace) -> int:
         args.n_workers,
         broker,
     )
+    concurrency = args.concurrency or app.default_concurrency(args.group)
     if args.n_workers <= 1:
         asyncio.run(
             serve(
                 app,
                 broker,
                 group=args.group,
-                workers=args.concurrency,
+                workers=concurrency,
                 grace_s=args.grace_s,
             )
         )
@@ -191,7 +193,7 @@ def _workers_start(args: argparse.Namespace) -> int:
         lambda _app: broker.for_another_process(),
         group=args.group,
         processes=args.n_workers,
-        workers_per_process=args.concurrency,
+        workers_per_process=concurrency,
         log_dir=None,
         grace_s=args.grace_s,
     )

@@ -44,14 +44,16 @@ class PoolOptions:
         workers: in-kernel, how many tasks run at once; with processes, how many
             processes.
         processes: run workers in processes of their own on this machine.
-        concurrency: with processes, how many tasks each process runs at once.
+        concurrency: with processes, how many tasks each process runs at once
+            (None: the app's default for the group, see
+            :meth:`~icij_nb.app.App.default_concurrency`).
         progress_interval_s: the least time between two progress reports of a task.
     """
 
     group: str | None
     workers: int = 1
     processes: bool = False
-    concurrency: int = 1
+    concurrency: int | None = None
     progress_interval_s: float = 0.2
 
 

@@ -11,7 +11,7 @@ IcijNbError(Exception)
  ├─ ManagerClosed                an operation on a closed manager or pool
  ├─ ManagerNotStarted            a manager used before start() (connect() starts it)
  ├─ ObserveOnly                  submit, cancel or retry on an observe-only manager
- ├─ InvalidFilter                a board filter or sort naming no state, group or column
+ ├─ InvalidFilter                a board filter, sort or option that cannot apply
  ├─ InvalidArguments             task args or options that cannot be sent
  ├─ InvalidResult                a task returned a value JSON cannot carry
  ├─ InvalidProgress              a task reported progress outside [0, 1]
@@ -96,7 +96,7 @@ class ObserveOnly(IcijNbError):
 
 
 class InvalidFilter(IcijNbError, ValueError):
-    """A board filter or sort names a state, group or column that does not exist."""
+    """A board filter, sort or option cannot apply (unknown name, bad range)."""
 
 
 class InvalidArguments(IcijNbError, TypeError):

@@ -127,6 +127,8 @@ class EventConsumer:
             start += EVENTS_PER_TURN
             applied = self._ledger.apply(chunk)
             requeue += applied.requeue
+            for task in applied.stop:
+                await self._stop(task)
             for event in applied.unknown:
                 rejected += await self._apply_unknown(event, requeue)
         if requeue:
@@ -156,6 +158,21 @@ class EventConsumer:
         self._ledger.track(task)
         self._ledger.apply([event])
         self._ledger.forget([task.id])
+
+    async def _stop(self, task: Task) -> None:
+        # A worker that started after the cancel of a queued task (a pool started
+        # later) never heard it: say it again, so the worker stops the function.
+        logger.info(
+            "manager %s: task %s runs though cancelled; stopping it",
+            self._owner,
+            task.id,
+        )
+        try:
+            await self._engine.cancel(task, requeue=False)
+        except Exception:
+            logger.exception(
+                "manager %s: stopping task %s failed", self._owner, task.id
+            )
 
     async def _requeue(self, tasks: list[Task]) -> None:
         try:

@@ -23,16 +23,20 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from icij_nb.model import (
+    CancelledEvent,
     Effect,
     ErrorEvent,
     ErrorRecord,
     LedgerEvent,
     QueuedEvent,
+    RetryEvent,
     Task,
     TaskState,
+    utcnow,
 )
 from icij_nb.records import Listener, TaskRecords
 from icij_nb.store import Store
@@ -51,6 +55,9 @@ class Applied(Generic[E]):
     #: tasks put back in the queue by the rules (a failed attempt with retries
     #: left, a retry): the engine must queue them again
     requeue: list[Task] = field(default_factory=list)
+    #: CANCELLED tasks a worker started anyway (it never heard the cancel): the
+    #: engine must tell it again
+    stop: list[Task] = field(default_factory=list)
     #: events for tasks the ledger does not hold
     unknown: list[E] = field(default_factory=list)
 
@@ -65,6 +72,9 @@ class Ledger:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._records = TaskRecords()
+        #: when tasks now queued again by a retry were retried: a cancel dated
+        #: before that is about the message the retry replaced
+        self._retried_at: dict[str, datetime] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -146,23 +156,42 @@ class Ledger:
             if task is None:
                 applied.unknown.append(event)
                 continue
+            if self._retried_at and self._before_retry(task, event):
+                continue
             effect = self._apply_one(task, event)
             if effect is Effect.NONE:
+                continue
+            if effect is Effect.STOP:
+                applied.stop.append(task)
                 continue
             changed[task.id] = task
             if effect is Effect.REPUBLISH:
                 applied.requeue.append(task)
+                if isinstance(event, RetryEvent):
+                    self._retried_at[task.id] = utcnow()
             elif task.state.is_ready:
                 self._records.resolve(task.id)
+                self._retried_at.pop(task.id, None)
         if changed:
             applied.changed = list(changed.values())
             self._records.notify(applied.changed)
         return applied
 
+    def _before_retry(self, task: Task, event: LedgerEvent) -> bool:
+        # A worker skipping the message of a task cancelled while queued dates its
+        # CancelledEvent as the cancel; the task retried since runs anew.
+        retried = self._retried_at.get(task.id)
+        return (
+            retried is not None
+            and isinstance(event, CancelledEvent)
+            and not event.requeue
+            and event.created_at < retried
+        )
+
     def _apply_one(self, task: Task, event: LedgerEvent) -> Effect:
         before, known_errors = task.state, len(task.errors)
         effect = task.apply(event)
-        if effect is Effect.NONE:
+        if effect is Effect.NONE or effect is Effect.STOP:
             return effect
         self._records.moved(task, before)
         # Error events, and the WorkerLost record of a redelivery, add records.

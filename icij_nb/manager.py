@@ -549,7 +549,7 @@ class TaskManager:
         *,
         workers: int = 1,
         processes: bool = False,
-        concurrency: int = 1,
+        concurrency: int | None = None,
         progress_interval_s: float = 0.2,
     ) -> Pool:
         """Start a pool of ``workers`` serving ``group``.
@@ -562,7 +562,9 @@ class TaskManager:
                 By default workers run in this kernel: async tasks on the runtime
                 loop, sync ones in the pool's threads.
             concurrency: with ``processes=True``, how many tasks each process runs
-                at once (async tasks share its loop, sync ones its threads).
+                at once (async tasks share its loop, sync ones its threads). By
+                default 16 when every task of the group is async, else 1
+                (:meth:`App.default_concurrency`).
             progress_interval_s: the least time between two progress reports of
                 one task.
 

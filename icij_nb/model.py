@@ -255,6 +255,9 @@ class Effect(enum.Enum):
     NONE = "none"
     CHANGED = "changed"
     REPUBLISH = "republish"
+    #: a worker started a task that ended CANCELLED while queued (it never heard
+    #: the cancel): the record stays, and the worker must be told to stop
+    STOP = "stop"
 
 
 @dataclass(slots=True)
@@ -357,6 +360,7 @@ class Task:
         if isinstance(event, ProgressEvent):
             return self._apply_progress(event)
         if isinstance(event, ResultEvent):
+            self._ran_unseen(event)
             self.result, self.has_result = event.value, True
             self.state, self.progress = TaskState.DONE, 1.0
             self.completed_at = event.created_at
@@ -383,6 +387,8 @@ class Task:
 
     def _apply_late(self, event: ManagerEvent) -> Effect:
         # A ready task keeps its state; a late result or error is still recorded.
+        if isinstance(event, ProgressEvent) and self.state is TaskState.CANCELLED:
+            return Effect.STOP
         if isinstance(event, ResultEvent) and not self.has_result:
             self.result, self.has_result = event.value, True
             return Effect.CHANGED
@@ -403,6 +409,7 @@ class Task:
         return Effect.CHANGED
 
     def _apply_error(self, event: ErrorEvent) -> Effect:
+        self._ran_unseen(event)
         self.errors.append(event.error)
         self.attempts_left = min(self.attempts_left, event.attempts_left)
         self._seen_worker(event.worker_id)
@@ -422,6 +429,14 @@ class Task:
         self.state = TaskState.CANCELLED
         self.completed_at = event.created_at
         return Effect.CHANGED
+
+    def _ran_unseen(self, event: ResultEvent | ErrorEvent) -> None:
+        # Workers report RUNNING only for tasks still running after a grace period:
+        # a worker's outcome on a task never seen RUNNING is an attempt that ran,
+        # briefly (the manager's own errors, without a worker, are not attempts).
+        if self.state is not TaskState.RUNNING and event.worker_id is not None:
+            self.attempts += 1
+            self.started_at = event.created_at
 
     def _restarted_by(self, event: ProgressEvent) -> bool:
         # A RUNNING task starting over (0.0) on another worker: the broker gave it

@@ -127,6 +127,11 @@ class InKernelPool:
         ready.cancel()
         if self._listener.done():
             self._listener.result()  # the broker refused: raise its error here
+        # Cancels sent before the pool listened: their tasks must never start.
+        for cancel in await self._broker.cancelled_before(
+            worker_id=self.workers[0].worker_id
+        ):
+            self._cancels.hear(cancel)
         self._beat = asyncio.create_task(self._heartbeat(), name="icij_nb-heartbeat")
         for worker in self.workers:
             task = asyncio.create_task(worker.run(), name=worker.worker_id)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
+from icij_nb.errors import ManagerClosed
+
 T = TypeVar("T")
 
 _STOP = object()
@@ -44,7 +46,7 @@ class DaemonExecutor(Executor):
         with self._lock:
             if self._shutdown:
                 msg = "cannot run a task: the pool's threads are shut down"
-                raise RuntimeError(msg)
+                raise ManagerClosed(msg)
             self._jobs.put((future, fn, args, kwargs))
         return future
 

@@ -3,7 +3,10 @@
 One :class:`Worker` is one consumer slot. For each delivery it:
 
 1. skips the task if a cancel for it was heard (it never starts);
-2. reports ``ProgressEvent(0.0)``, which the manager reads as RUNNING;
+2. reports ``ProgressEvent(0.0)``, which the manager reads as RUNNING, once the task
+   has run for ``running_grace_s`` (0.1 s) or reports progress: a task that ends
+   sooner is reported by its outcome alone, which takes it from QUEUED to DONE
+   (or ERROR) under the state rules;
 3. calls the function with the task's args (async functions on the loop, sync ones in
    the pool's thread executor, never on the loop), under the task's timeout;
 4. reports the result, or an error record with ``attempts_left`` (retryable only when
@@ -30,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from icij_nb.app import App, TaskSpec
 from icij_nb.brokers.base import Broker, Delivery
@@ -52,6 +55,11 @@ from icij_nb.model import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: a task still running after this long is reported RUNNING (most short tasks end
+#: sooner: their outcome alone is reported, one event instead of two); the board
+#: refreshes a few times a second, so a shorter RUNNING would rarely be seen
+RUNNING_GRACE_S: Final = 0.1
 
 
 def make_worker_id(app: App, index: int) -> str:
@@ -169,6 +177,8 @@ class Worker:
         cancels: the pool's registry of heard cancels.
         executor: runs sync task functions.
         progress_interval_s: the least time between two progress reports of a task.
+        running_grace_s: a task still running after this long is reported RUNNING;
+            one that ends sooner is reported by its outcome alone.
     """
 
     def __init__(
@@ -181,8 +191,10 @@ class Worker:
         cancels: CancelRegistry,
         executor: Executor,
         progress_interval_s: float = 0.2,
+        running_grace_s: float = RUNNING_GRACE_S,
     ) -> None:
         self.app, self.broker, self.group = app, broker, group
+        self._running_grace_s = running_grace_s
         self.worker_id = worker_id
         self._cancels = cancels
         self._executor = executor
@@ -244,9 +256,15 @@ class Worker:
         task = delivery.task
         heard = self._cancels.take(task.id)
         if heard is not None and not _published_after(delivery, heard):
-            await self._send(
-                CancelledEvent(task.id, requeue=False, worker_id=self.worker_id)
+            # Dated as the cancel it obeys: a manager that retried the task after
+            # that cancel knows this message is the old one.
+            skipped = CancelledEvent(
+                task.id,
+                requeue=False,
+                created_at=heard.created_at,
+                worker_id=self.worker_id,
             )
+            await self._send(skipped)
             await delivery.ack()
             return
         try:
@@ -270,30 +288,34 @@ class Worker:
 
     async def _execute(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
         task = delivery.task
-        # Not awaited: the confirm comes while the task runs (it is awaited before
-        # the delivery is settled), and later events keep their order after it.
-        started = await self.broker.publish_event_soon(
-            ProgressEvent(task.id, 0.0, worker_id=self.worker_id)
-        )
-        try:
-            await self._run_task(delivery, spec, run)
-        finally:
-            if started.done():
-                _forget_sent(started)
-            else:
-                _PENDING.add(started)
-                started.add_done_callback(_forget_sent)
-
-    async def _run_task(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
-        task = delivery.task
-        # Progress publishes still in flight: the outcome event waits for them, so
-        # that no progress report arrives after the task's result.
+        # Progress and RUNNING publishes still in flight: the outcome event waits
+        # for them, so that nothing about the task arrives after its result.
         in_flight: set[asyncio.Future[None]] = set()
-        progress = self._progress(task, in_flight) if spec.takes_progress else None
+        started = _Started(self, task.id, in_flight)
+        # A redelivered task was taken by a worker that died: shown RUNNING at once.
+        started.arm(0.0 if delivery.redelivered else self._running_grace_s)
+        try:
+            await self._run_task(delivery, spec, run, started, in_flight)
+        finally:
+            started.disarm()
+
+    async def _run_task(
+        self,
+        delivery: Delivery,
+        spec: TaskSpec,
+        run: _Run,
+        started: _Started,
+        in_flight: set[asyncio.Future[None]],
+    ) -> None:
+        task = delivery.task
+        progress = (
+            self._progress(task, in_flight, started) if spec.takes_progress else None
+        )
         try:
             value = await self._call(spec, task, progress)
         except asyncio.CancelledError:
             _close(progress)
+            started.disarm()
             if run.cancel is None:  # the worker itself is stopping: give it back
                 await self._send(
                     CancelledEvent(task.id, requeue=True, worker_id=self.worker_id)
@@ -308,18 +330,23 @@ class Worker:
             return
         except Exception as exc:
             _close(progress)
+            started.disarm()
             retry = isinstance(exc, spec.recover_from) and task.attempts_left > 1
             self.failed += 1
             await _sent(in_flight)
             await self._fail(delivery, ErrorRecord.from_exception(exc), retry=retry)
             return
         _close(progress)
+        started.disarm()
         await _sent(in_flight)
         await self._succeed(delivery, spec, value)
 
-    def _progress(self, task: Task, in_flight: set[asyncio.Future[None]]) -> _Progress:
+    def _progress(
+        self, task: Task, in_flight: set[asyncio.Future[None]], started: _Started
+    ) -> _Progress:
         def send_progress(value: float) -> None:
-            sent = self._send_nowait(
+            started.now()  # RUNNING (0.0) goes before the first report
+            sent = self.send_nowait(
                 ProgressEvent(task.id, value, worker_id=self.worker_id)
             )
             in_flight.add(sent)
@@ -395,12 +422,53 @@ class Worker:
     async def _send(self, event: ManagerEvent) -> None:
         await self.broker.publish_event(event)
 
-    def _send_nowait(self, event: ManagerEvent) -> asyncio.Future[None]:
+    def send_nowait(self, event: ManagerEvent) -> asyncio.Future[None]:
         # Called from loop callbacks (coalesced progress): publish in the background.
         task = asyncio.ensure_future(self._send(event))
         _PENDING.add(task)
         task.add_done_callback(_forget_sent)
         return task
+
+
+class _Started:
+    """The RUNNING report of one task: sent once, after the grace period.
+
+    A task that ends within the grace period is never reported RUNNING: its
+    outcome alone takes it from QUEUED to its end under the state rules. A progress
+    report sends RUNNING at once, ahead of itself.
+    """
+
+    __slots__ = ("_in_flight", "_task_id", "_timer", "_worker", "sent")
+
+    def __init__(
+        self, worker: Worker, task_id: str, in_flight: set[asyncio.Future[None]]
+    ) -> None:
+        self._worker, self._task_id, self._in_flight = worker, task_id, in_flight
+        self._timer: asyncio.TimerHandle | None = None
+        self.sent = False
+
+    def arm(self, grace_s: float) -> None:
+        if grace_s <= 0:
+            self.now()
+            return
+        self._timer = asyncio.get_running_loop().call_later(grace_s, self.now)
+
+    def now(self) -> None:
+        self.disarm()
+        if self.sent:
+            return
+        self.sent = True
+        worker = self._worker
+        sent = worker.send_nowait(
+            ProgressEvent(self._task_id, 0.0, worker_id=worker.worker_id)
+        )
+        self._in_flight.add(sent)
+        sent.add_done_callback(self._in_flight.discard)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _published_after(delivery: Delivery, cancel: CancelEvent) -> bool:

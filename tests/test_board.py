@@ -377,6 +377,26 @@ def test_unknown_state_or_group_raises_a_value_error_listing_the_valid_ones(
     assert board.filters.states is None
 
 
+def test_bad_filters_raise_invalid_filter_from_the_errors_tree(
+    two_groups, make_manager, make_board
+):
+    tm = make_manager(two_groups)
+    board = make_board(tm)
+
+    with pytest.raises(nb.InvalidFilter, match="unknown task state 'FINISHED'"):
+        board.set_filter(states=["FINISHED"])
+    with pytest.raises(nb.InvalidFilter, match="unknown task state 3"):
+        board.set_filter(states=[3])
+    with pytest.raises(nb.InvalidFilter, match="name must be a string or None"):
+        board.set_filter(name=3)
+    with pytest.raises(nb.InvalidFilter, match="unknown group 'gpu'"):
+        board.set_filter(group="gpu")
+    with pytest.raises(nb.InvalidFilter, match="unknown group 'gpu'"):
+        board.retry_failed("gpu")
+    with pytest.raises(nb.InvalidFilter, match="cannot sort by 'args'"):
+        board.sort("args")
+
+
 # -- paging and sorting ---------------------------------------------------------------
 
 

@@ -11,7 +11,9 @@ import asyncio
 import pytest
 
 import icij_nb as nb
+from icij_nb.broker_engine import BrokerEngine
 from icij_nb.testing import wait_until, wait_until_async
+from icij_nb.view import TaskView
 
 # -- awaitable forms, from a loop that is not the runtime's ----------------------
 
@@ -276,3 +278,49 @@ def test_reprs_are_short_live_and_show_no_secrets(app, make_manager, release):
     assert "DONE" in repr(held)
     pool.stop()
     assert "stopped" in repr(pool)
+
+
+def test_a_manager_built_by_hand_refuses_work_until_started(app):
+    @app.task
+    def double(x: int) -> int:
+        return 2 * x
+
+    tm = nb.TaskManager(
+        app, broker=nb.MemoryBroker(app), store=nb.TaskStore(":memory:")
+    )
+    with pytest.raises(nb.ManagerNotStarted, match=r"tm\.start\(\)"):
+        tm.submit("double", {"x": 1})
+    assert tm.start() is tm
+    try:
+        tm.start_pool(None)
+        assert tm.submit("double", {"x": 21}).result(timeout_s=10) == 42
+    finally:
+        tm.close()
+
+
+def test_a_manager_needs_a_broker_or_an_engine_but_not_both(app):
+    with pytest.raises(nb.ConfigError, match="one of broker="):
+        nb.TaskManager(app, store=nb.TaskStore(":memory:"))
+    broker = nb.MemoryBroker(app)
+    with pytest.raises(nb.ConfigError, match="one of broker="):
+        nb.TaskManager(
+            app,
+            broker=broker,
+            engine=BrokerEngine(broker),
+            store=nb.TaskStore(":memory:"),
+        )
+
+
+def test_the_manager_is_the_view_the_faces_depend_on(app, make_manager):
+    tm = make_manager(app)
+    # Structural: every member of TaskView exists on the manager with its kind.
+    for name, member in vars(TaskView).items():
+        if name.startswith("_"):
+            continue
+        assert hasattr(tm, name), name
+        if not isinstance(member, property):  # a method: a method on the manager too
+            assert callable(getattr(tm, name)), name
+    # (mypy checks the signatures where the manager hands itself to a handle or a
+    # board, both typed with TaskView)
+    assert tm.can_act
+    assert tm.live_workers() is None

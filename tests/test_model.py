@@ -249,6 +249,13 @@ def test_requeueing_cancel_lets_the_broker_redeliver():
     assert task.completed_at is None
 
 
+def test_a_worker_starting_a_task_cancelled_while_queued_must_be_told_to_stop():
+    task = make_task()
+    task.apply(CancelledEvent("ocr-1", requeue=False, created_at=at(1)))
+    assert task.apply(progress(0.0, seconds=2)) is Effect.STOP
+    assert (task.state, task.attempts) == (CANCELLED, 0)
+
+
 # -- decisions of the manager -------------------------------------------------------
 
 
@@ -336,7 +343,11 @@ def test_a_late_result_on_a_failed_task_is_kept_once(state):
 @pytest.mark.parametrize("state", [ERROR, CANCELLED])
 def test_a_failed_task_is_not_reopened_by_progress_or_requeue(state):
     task = make_task(state)
-    assert task.apply(progress(0.9)) is Effect.NONE
+    # A CANCELLED task some worker runs anyway: the record stays, the worker is
+    # told to stop (see the test below).
+    assert task.apply(progress(0.9)) is (
+        Effect.STOP if state is CANCELLED else Effect.NONE
+    )
     assert task.apply(CancelledEvent("ocr-1", requeue=True)) is Effect.NONE
     assert task.apply(failed(attempts_left=2)) is Effect.CHANGED
     assert task.state is state

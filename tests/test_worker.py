@@ -13,6 +13,7 @@ import pytest
 
 import icij_nb as nb
 from icij_nb.testing import wait_until
+from icij_nb.worker import RUNNING_GRACE_S
 
 # -- progress ----------------------------------------------------------------------
 
@@ -55,6 +56,64 @@ def test_chatty_progress_is_coalesced(app, make_manager, kind):
     assert len(progress_updates) < 200
     assert handle.state is nb.TaskState.DONE
     assert handle.progress == 1.0
+
+
+# -- RUNNING after a grace period -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_task_longer_than_the_grace_period_is_seen_running(
+    app, make_manager, release, kind
+):
+    @app.task
+    def held_sync() -> str:
+        release.wait(10)
+        return "done"
+
+    @app.task
+    async def held_async() -> str:
+        await asyncio.to_thread(release.wait, 10)
+        return "done"
+
+    tm = make_manager(app)
+    updates: list[tuple[str, nb.TaskState]] = []
+    tm.subscribe(lambda tasks: updates.extend((t.id, t.state) for t in tasks))
+    tm.start_pool(None, workers=1)
+    handle = tm.submit(f"held_{kind}")
+
+    wait_until(
+        lambda: handle.state is nb.TaskState.RUNNING,
+        timeout_s=RUNNING_GRACE_S + 5,
+        what="RUNNING",
+    )
+    task = tm.get(handle)
+    assert (task.attempts, task.started_at is not None) == (1, True)
+    release.set()
+    assert handle.result(timeout_s=10) == "done"
+    states = [state for task_id, state in updates if task_id == handle.id]
+    assert states[-2:] == [nb.TaskState.RUNNING, nb.TaskState.DONE]
+
+
+def test_a_task_shorter_than_the_grace_period_goes_from_queued_to_done(
+    app, make_manager
+):
+    @app.task
+    async def quick() -> int:
+        return 1
+
+    tm = make_manager(app)
+    updates: list[tuple[str, nb.TaskState]] = []
+    tm.subscribe(lambda tasks: updates.extend((t.id, t.state) for t in tasks))
+    tm.start_pool(None, workers=1)
+    handle = tm.submit("quick")
+
+    assert handle.result(timeout_s=10) == 1
+    states = [state for task_id, state in updates if task_id == handle.id]
+    assert nb.TaskState.RUNNING not in states
+    assert states[-1] is nb.TaskState.DONE
+    task = tm.get(handle)
+    # The attempt is counted all the same, from its outcome.
+    assert (task.attempts, task.started_at is not None) == (1, True)
 
 
 # -- timeouts ----------------------------------------------------------------------

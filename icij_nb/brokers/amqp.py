@@ -36,7 +36,13 @@ from icij_nb.brokers.topology import (
     management_url_for,
     mask_url,
 )
-from icij_nb.model import ManagerEvent, Task, WorkerBroadcast, WorkerStatus
+from icij_nb.model import (
+    CancelEvent,
+    ManagerEvent,
+    Task,
+    WorkerBroadcast,
+    WorkerStatus,
+)
 
 
 class AmqpBroker(Broker):
@@ -164,6 +170,9 @@ class AmqpBroker(Broker):
         self, *, worker_id: str
     ) -> AbstractAsyncContextManager[AsyncIterator[WorkerBroadcast]]:
         return self._worker.broadcasts(worker_id=worker_id)
+
+    async def cancelled_before(self, *, worker_id: str) -> list[CancelEvent]:
+        return await self._worker.cancelled_before(worker_id=worker_id)
 
     async def publish_heartbeat(self, statuses: Sequence[WorkerStatus]) -> None:
         await self._worker.publish_heartbeat(statuses)

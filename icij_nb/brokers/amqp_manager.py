@@ -49,6 +49,7 @@ from icij_nb.brokers.topology import (
     EXCHANGE_WORKER_EVENTS,
     MANAGER_EVENT_ARGUMENTS,
     PUBLISHED_AT_HEADER,
+    QUEUE_CANCELS,
     QUEUE_MANAGER_EVENT,
     QUEUE_MANAGER_EVENT_DLQ,
     ROUTING_DLQ_TASKS,
@@ -62,6 +63,7 @@ from icij_nb.brokers.topology import (
 )
 from icij_nb.errors import BrokerError, TaskQueueFull, WireError
 from icij_nb.model import (
+    CancelEvent,
     ErrorEvent,
     ErrorRecord,
     ManagerEvent,
@@ -180,12 +182,20 @@ class AmqpManagerSide:
         return error
 
     async def broadcast(self, event: WorkerBroadcast) -> None:
-        """Send a cancel or shutdown event to every worker of the vhost."""
+        """Send a cancel or shutdown event to every worker of the vhost.
+
+        A cancel that ends a task (no requeue) goes to the cancel log first, so a
+        pool that starts later still hears it (docs/protocol.md §1.7).
+        """
         message = aio_pika.Message(
             wire.encode_broadcast(event),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             app_id=self._app.name,
         )
+        if isinstance(event, CancelEvent) and not event.requeue:
+            await self._connection.publisher.default_exchange.publish(
+                message, QUEUE_CANCELS, mandatory=False
+            )
         await self._topology.exchange(EXCHANGE_WORKER_EVENTS).publish(
             message, ROUTING_WORKER_EVENTS, mandatory=False
         )

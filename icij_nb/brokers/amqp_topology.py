@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractExchange, AbstractQueue
 from icij_nb.app import App
 from icij_nb.brokers.amqp_connection import AmqpConnection
 from icij_nb.brokers.topology import (
+    CANCELS_ARGUMENTS,
     EXCHANGE_DLQ_MANAGER_EVENTS,
     EXCHANGE_DLQ_TASKS,
     EXCHANGE_HEARTBEATS,
@@ -28,6 +29,7 @@ from icij_nb.brokers.topology import (
     EXCHANGE_TASKS,
     EXCHANGE_WORKER_EVENTS,
     MANAGER_EVENT_ARGUMENTS,
+    QUEUE_CANCELS,
     QUEUE_MANAGER_EVENT,
     QUEUE_MANAGER_EVENT_DLQ,
     QUEUE_TASK_DLQ,
@@ -120,6 +122,7 @@ class AmqpTopology:
             EXCHANGE_DLQ_MANAGER_EVENTS,
             ROUTING_DLQ_MANAGER_EVENTS,
         )
+        await self._declare(QUEUE_CANCELS, CANCELS_ARGUMENTS)
         for group in [None, *self._app.groups]:
             await self.declare_task_queue(group)
 
@@ -156,13 +159,7 @@ class AmqpTopology:
         exchange: str,
         routing_key: str,
     ) -> AbstractQueue:
-        channel = self._connection.publisher
-        try:
-            queue = await channel.declare_queue(name, durable=True, arguments=arguments)
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise _conflict(name, arguments, exc) from exc
-        except aiormq.exceptions.ChannelAccessRefused as exc:
-            raise self._connection.refused(exc, "configure") from exc
+        queue = await self._declare(name, arguments)
         try:
             await queue.bind(self.exchange(exchange), routing_key)
         except aiormq.exceptions.ChannelAccessRefused as exc:
@@ -171,6 +168,17 @@ class AmqpTopology:
             refused = "write" if "access to queue" in str(exc) else "read"
             raise self._connection.refused(exc, refused) from exc
         return queue
+
+    async def _declare(
+        self, name: str, arguments: dict[str, Any] | None
+    ) -> AbstractQueue:
+        channel = self._connection.publisher
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise _conflict(name, arguments, exc) from exc
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._connection.refused(exc, "configure") from exc
 
 
 def _conflict(

@@ -12,8 +12,10 @@ deleted when it leaves if empty. Heartbeats go out on icij_nb's own fanout
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -31,7 +33,9 @@ from icij_nb.brokers.topology import (
     EXCHANGE_HEARTBEATS,
     EXCHANGE_MANAGER_EVENTS,
     EXCHANGE_WORKER_EVENTS,
+    LOG_MARK_HEADER,
     PUBLISHED_AT_HEADER,
+    QUEUE_CANCELS,
     QUEUE_TASK_DLQ,
     ROUTING_MANAGER_EVENTS,
     ROUTING_WORKER_EVENTS,
@@ -41,7 +45,13 @@ from icij_nb.brokers.topology import (
     task_queue_name,
 )
 from icij_nb.errors import WireError
-from icij_nb.model import ManagerEvent, Task, WorkerBroadcast, WorkerStatus
+from icij_nb.model import (
+    CancelEvent,
+    ManagerEvent,
+    Task,
+    WorkerBroadcast,
+    WorkerStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +59,8 @@ logger = logging.getLogger(__name__)
 EVENT_REPUBLISH_WAIT_S: Final = 300.0
 #: how long a heartbeat lives in a queue nobody reads (``expiration``, seconds)
 HEARTBEAT_EXPIRATION_S: Final = 60
+#: how long a starting pool reads the cancel log at most
+CANCEL_LOG_WAIT_S: Final = 10.0
 
 
 def worker_event_queue_name(worker_id: str) -> str:
@@ -207,6 +219,52 @@ class AmqpWorkerSide:
                 await queue.delete(if_unused=False, if_empty=True)
             with contextlib.suppress(Exception):
                 await channel.close()
+
+    async def cancelled_before(self, *, worker_id: str) -> list[CancelEvent]:
+        """The cancels of queued tasks logged before now (docs/protocol.md §1.7).
+
+        Reads the cancel log from its start up to a marker this call appends, so
+        every cancel a manager logged before the call is in the list.
+        """
+        channel = await self._connection.channel(confirms=False, prefetch=1_000)
+        mark = f"{worker_id}-{uuid.uuid4().hex}"
+        heard: list[CancelEvent] = []
+        reached = asyncio.Event()
+
+        async def read(message: AbstractIncomingMessage) -> None:
+            await settle(message.ack())  # a stream consumer acks to get more credit
+            marked = (message.headers or {}).get(LOG_MARK_HEADER)
+            if marked is not None:
+                if marked == mark:
+                    reached.set()
+                return
+            try:
+                event = wire.decode_broadcast(message.body)
+            except WireError as exc:
+                logger.error("cancel log entry dropped: %s", exc)
+                return
+            if isinstance(event, CancelEvent):
+                heard.append(event)
+
+        try:
+            queue = await channel.get_queue(QUEUE_CANCELS, ensure=False)
+            await queue.consume(read, arguments={"x-stream-offset": "first"})
+            await self._connection.publisher.default_exchange.publish(
+                aio_pika.Message(b"{}", headers={LOG_MARK_HEADER: mark}), QUEUE_CANCELS
+            )
+            async with asyncio.timeout(CANCEL_LOG_WAIT_S):
+                await reached.wait()
+        except TimeoutError:
+            logger.warning(
+                "worker %s: read %d cancel(s) of the cancel log, not all, in %.0fs",
+                worker_id,
+                len(heard),
+                CANCEL_LOG_WAIT_S,
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        return heard
 
     async def publish_heartbeat(self, statuses: Sequence[WorkerStatus]) -> None:
         """Tell managers which workers are alive (not persistent, expires)."""

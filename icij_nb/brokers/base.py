@@ -23,7 +23,13 @@ from datetime import datetime
 from typing import Protocol
 
 from icij_nb.errors import ConfigError
-from icij_nb.model import ManagerEvent, Task, WorkerBroadcast, WorkerStatus
+from icij_nb.model import (
+    CancelEvent,
+    ManagerEvent,
+    Task,
+    WorkerBroadcast,
+    WorkerStatus,
+)
 
 
 async def _never() -> AsyncIterator[list[WorkerStatus]]:
@@ -146,6 +152,15 @@ class Broker(abc.ABC):
         self, *, worker_id: str
     ) -> AbstractAsyncContextManager[AsyncIterator[WorkerBroadcast]]:
         """Receive cancel and shutdown events addressed to every worker."""
+
+    async def cancelled_before(self, *, worker_id: str) -> list[CancelEvent]:
+        """Cancels of queued tasks sent before now, for a pool about to start.
+
+        A broker whose broadcasts reach only the workers listening at the time
+        keeps a log of them; a pool hears it before it takes any task, so a task
+        cancelled while no pool served its group never starts.
+        """
+        return []
 
     async def publish_heartbeat(  # noqa: B027 - optional: brokers may not carry them
         self, statuses: Sequence[WorkerStatus]

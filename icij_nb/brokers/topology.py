@@ -30,6 +30,18 @@ EXCHANGE_MONITORING: Final = "exchangeMonitoring"
 
 #: icij_nb's own fanout for worker heartbeats; icij-worker peers never see it.
 EXCHANGE_HEARTBEATS: Final = "exchangeIcijNbWorkers"
+#: icij_nb's own log of the cancels of queued tasks, a stream that a pool reads
+#: from its start before it takes a task (docs/protocol.md §1.7); icij-worker peers
+#: never see it.
+QUEUE_CANCELS: Final = "ICIJ_NB_CANCELS"
+CANCELS_ARGUMENTS: Final[dict[str, Any]] = {
+    "x-queue-type": "stream",
+    "x-max-age": "7D",
+    "x-max-length-bytes": 50_000_000,
+}
+#: the header of the marker a pool appends to the cancel log: it has read the log
+#: up to its start once it reads its own marker back
+LOG_MARK_HEADER: Final = "icijNbMark"
 
 ROUTING_TASKS: Final = "routingKeyMainTasks"
 ROUTING_DLQ_TASKS: Final = "routingKeyDLQTasks"

@@ -137,6 +137,16 @@ def test_connect_declares_the_queues_with_exact_arguments(
         "MANAGER_EVENT_DLQ": {"type": "classic", **durable, "arguments": {}},
         # The manager's durable copy of dead-lettered tasks (TASK_DLQ keeps its own).
         "icij_nb.TASK_DLQ.topoapp": {"type": "classic", **durable, "arguments": {}},
+        # icij_nb's own log of cancels, for pools that start later.
+        "ICIJ_NB_CANCELS": {
+            "type": "stream",
+            **durable,
+            "arguments": {
+                "x-queue-type": "stream",
+                "x-max-age": "7D",
+                "x-max-length-bytes": 50_000_000,
+            },
+        },
     }
     # The only other queue is the manager's private heartbeat queue.
     private = [q for q in vhost.queues() if q["exclusive"]]

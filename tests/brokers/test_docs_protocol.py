@@ -94,6 +94,13 @@ def test_the_queue_arguments_are_exactly_those_declared():
         arguments_of(rows[(topology.QUEUE_MANAGER_EVENT,)])
         == topology.MANAGER_EVENT_ARGUMENTS
     )
+    cancels = arguments_of(rows[(topology.QUEUE_CANCELS,)])
+    bytes_cap = re.search(
+        r"`x-max-length-bytes: (\d+)`", rows[(topology.QUEUE_CANCELS,)]
+    )
+    assert bytes_cap is not None
+    cancels["x-max-length-bytes"] = int(bytes_cap.group(1))
+    assert cancels == topology.CANCELS_ARGUMENTS
     assert rows[()] == "none"  # every other queue
 
 

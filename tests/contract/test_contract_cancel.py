@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 import pytest
-from backends import WAIT_S, xfail_on
+from backends import WAIT_S
 
 import icij_nb as nb
 from icij_nb.testing import wait_until
@@ -18,19 +18,7 @@ def _wait_running(handle: nb.TaskHandle, what: str = "the task to run") -> None:
     )
 
 
-def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(
-    app, backend, request
-):
-    xfail_on(
-        request,
-        backend,
-        "amqp",
-        "AmqpBroker defect: the cancel of a QUEUED task is only broadcast to the "
-        "workers listening at that moment (the fanout of WORKER_EVENT-<id> queues) "
-        "and its message stays in TASK.<group>; a pool started later never heard "
-        "the cancel and runs the function (the manager keeps the task CANCELLED "
-        "and drops the result)",
-    )
+def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(app, backend):
     ran: list[int] = []
 
     @app.task(group="io")
@@ -52,6 +40,32 @@ def test_cancelled_queued_task_never_starts_when_no_pool_serves_it(
     assert ran == [0, 2]
     assert handles[1].state is nb.TaskState.CANCELLED
     assert tm.get(handles[1]).attempts == 0
+
+
+def test_a_task_cancelled_while_queued_never_holds_a_pool_started_later(app, backend):
+    finished: list[str] = []
+
+    @app.task(group="io")
+    async def slow(tag: str) -> str:
+        await asyncio.sleep(WAIT_S)
+        finished.append(tag)
+        return tag
+
+    @app.task(group="io")
+    def quick() -> str:
+        return "quick"
+
+    tm = backend(app)
+    cancelled = tm.submit("slow", {"tag": "cancelled"})
+    cancelled.cancel()
+    after = tm.submit("quick")
+    tm.start_pool("io", workers=1)
+
+    # The one worker gets to the task behind it: the cancelled one did not hold it.
+    assert after.result(timeout_s=WAIT_S) == "quick"
+    with pytest.raises(nb.TaskCancelled):
+        cancelled.result(timeout_s=WAIT_S)
+    assert finished == []
 
 
 def test_cancelled_queued_task_behind_a_busy_worker_never_starts(app, backend, release):

@@ -184,6 +184,11 @@ def test_a_killed_worker_process_loses_its_attempt_and_the_task_is_redelivered(
     handle = tm.submit("hold")
     wait_until(started, timeout_s=WAIT_S, what="the task to start")
     [victim] = started()
+    # The attempt is on record once the manager saw it RUNNING (after the
+    # workers' grace period); one killed sooner is redelivered all the same.
+    wait_until(
+        lambda: handle.state is nb.TaskState.RUNNING, timeout_s=WAIT_S, what="RUNNING"
+    )
 
     os.kill(victim, signal.SIGKILL)
 
