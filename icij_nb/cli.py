@@ -165,7 +165,7 @@ def _workers_start(args: argparse.Namespace) -> int:
             args.broker,
             group=args.group,
             processes=args.n_workers,
-            concurrency=args.concurrency,
+            concurrency=args.concurrency or app.default_concurrency(args.group),
         )
     broker = AmqpBroker(app, args.broker, management_url=args.management_url)
     logger.info(

@@ -174,10 +174,13 @@ class TemporalPool:
     def __init__(
         self, app: App, url: TemporalUrl, options: PoolOptions, *, runtime: Runtime
     ) -> None:
-        if options.workers < 1 or options.concurrency < 1:
+        concurrency = options.concurrency or app.default_concurrency(options.group)
+        if options.workers < 1 or concurrency < 1:
             msg = f"a pool needs workers >= 1 and concurrency >= 1, got {options!r}"
             raise ConfigError(msg)
         self.app, self.url, self.options = app, url, options
+        #: with processes, how many tasks each one runs at once
+        self.concurrency = concurrency
         self._runtime = runtime
         self._worker: Worker | None = None
         self._running: asyncio.Task[None] | None = None
@@ -223,7 +226,7 @@ class TemporalPool:
                 self.url,
                 self.group,
                 self.options.workers,
-                self.options.concurrency,
+                self.concurrency,
             )
             await asyncio.to_thread(self._processes.start)
             return
