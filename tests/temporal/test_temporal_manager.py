@@ -210,3 +210,27 @@ def test_a_new_kernel_adopts_tasks_an_earlier_one_started(
     second = make_tm(make_app(group), store=store)
     assert second.result(handle.id, timeout_s=60) == "woke"
     assert second.get(handle.id).state is TaskState.DONE
+
+
+def test_a_new_kernel_settles_tasks_that_finished_while_none_was_open(
+    make_tm: Any, group: str, tmp_path: Any
+) -> None:
+    store = tmp_path / "tasks.sqlite3"
+    first = make_tm(make_app(group), store=store)
+    handle = first.submit("add", {"a": 2, "b": 3})
+    first.close()
+    # The task runs and ends while no manager of that store is open; an observer
+    # of the namespace says when it ended.
+    observer = make_tm(make_app(group), observe_only=True)
+    workers = make_tm(make_app(group))
+    workers.start_pool(group)
+    wait_until(
+        lambda: (
+            (t := observer.peek(handle.id)) is not None and t.state is TaskState.DONE
+        ),
+        timeout_s=60,
+        what="the task to end",
+    )
+    second = make_tm(make_app(group), store=store)
+    assert second.result(handle.id, timeout_s=60) == 5
+    assert second.get(handle.id).state is TaskState.DONE
