@@ -14,9 +14,12 @@ NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 
 
 def outputs(notebook: nbformat.NotebookNode, cell_id: str) -> str:
+    """What a cell printed, or its value; not the progress lines of its waits."""
     found = next(c for c in notebook.cells if c.get("id") == cell_id)
     texts = [
-        o.get("text") or o.get("data", {}).get("text/plain", "") for o in found.outputs
+        o.get("text") or o.get("data", {}).get("text/plain", "")
+        for o in found.outputs
+        if "icij_nb" not in o.get("metadata", {})
     ]
     return "".join(texts)
 
