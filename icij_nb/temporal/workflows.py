@@ -23,8 +23,6 @@ starts) that runs one activity of the same name on the same task queue:
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -36,8 +34,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from icij_nb.app import App, TaskSpec
-from icij_nb.brokers.jsonbody import to_snake_case
-from icij_nb.errors import InvalidArguments, InvalidProgress, TaskTimeout
+from icij_nb.calls import call_task, keyword_args
+from icij_nb.errors import InvalidArguments, InvalidProgress
 from icij_nb.jsonvalues import json_problem
 from icij_nb.temporal.contract import PROGRESS_SIGNAL, progress_keys
 
@@ -201,44 +199,13 @@ class TaskRunner:
     ) -> Any:
         kwargs = keyword_args(spec, args)
         spec.check_call(kwargs)
-        if spec.is_async:
-            if progress is not None:
-                kwargs["progress"] = progress.report_async
-            call: Any = spec.fn(**kwargs)
-        else:
-            if progress is not None:
-                kwargs["progress"] = progress.report_from_thread
-            fn = functools.partial(contextvars.copy_context().run, spec.fn, **kwargs)
-            call = asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        timeout_s = spec.effective_timeout_s
-        if timeout_s is None:
-            return await call
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await call
-        except TimeoutError:
-            msg = f"task {spec.name!r} ran longer than its timeout of {timeout_s:g}s"
-            raise TaskTimeout(msg) from None
-
-
-def keyword_args(spec: TaskSpec, args: dict[str, Any]) -> dict[str, Any]:
-    """A workflow's input as keyword arguments of the task function.
-
-    ``user`` (which Datashare adds) is dropped unless the function takes it, and
-    camelCase names become snake_case when only that form fits, as on RabbitMQ.
-    """
-    params = spec.signature.parameters
-    kwargs = {}
-    for key, value in args.items():
-        if key == "user" and key not in params:
-            continue
-        name = key
-        if key not in params:
-            snake = to_snake_case(key)
-            if snake in params and snake not in args:
-                name = snake
-        kwargs[name] = value
-    return kwargs
+        return await call_task(
+            spec,
+            kwargs,
+            progress=progress,
+            executor=self._executor,
+            what=f"task {spec.name!r}",
+        )
 
 
 def _failure(spec: TaskSpec, exc: Exception, attempt: int) -> ApplicationError:
