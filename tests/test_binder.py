@@ -242,7 +242,7 @@ def test_post_build_installs_the_package_and_enables_the_management_plugin(
 
     assert status == 0, out + err
     assert (home / "pip-calls").read_text() == (
-        "-m pip install --no-cache-dir -e .[amqp,notebook]\n"
+        "-m pip install --no-cache-dir -e .[amqp,notebook,temporal]\n"
     )
     plugins = home / ".rabbitmq" / "enabled_plugins"
     assert plugins.read_text().strip() == "[rabbitmq_management]."
