@@ -26,6 +26,10 @@ from icij_nb.testing import wait_until
 #: Partition handling of a 3-node cluster: a minority node pauses itself rather
 #: than serve a split brain.
 CLUSTER_CONFIG = "cluster_partition_handling = pause_minority\n"
+#: Erlang's default net_ticktime (60 s) would not see a node frozen for 30 s as
+#: gone: with 10 s its peers declare it down after 10-13 s, a real partition.
+#: ``rabbitmqctl`` gets the same (ERL_FLAGS), or a long command would be dropped.
+ERL_FLAGS = "-kernel net_ticktime 10"
 NODES = 3
 
 
@@ -35,7 +39,12 @@ class RabbitCluster:
     def __init__(self, base: Path) -> None:
         cookie = uuid.uuid4().hex
         self.nodes = [
-            PrivateRabbit(base / f"n{i}", cookie=cookie, extra_config=CLUSTER_CONFIG)
+            PrivateRabbit(
+                base / f"n{i}",
+                cookie=cookie,
+                extra_config=CLUSTER_CONFIG,
+                erl_flags=ERL_FLAGS,
+            )
             for i in range(NODES)
         ]
 
