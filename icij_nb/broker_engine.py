@@ -72,6 +72,9 @@ class BrokerEngine:
             return []  # its worker reports how it stopped
         return [CancelledEvent(task.id, requeue=False)]
 
+    def adopt(self, tasks: Sequence[Task]) -> None:
+        """Nothing to do: events of adopted tasks come through the broker's queues."""
+
     async def shutdown_workers(self) -> None:
         """Broadcast a shutdown to every worker."""
         await self.broker.broadcast(ShutdownEvent())

@@ -118,7 +118,7 @@ def _broker_args(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(
             "ICIJ_NB_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
         ),
-        help="AMQP URL ($ICIJ_NB_AMQP_URL)",
+        help="AMQP URL ($ICIJ_NB_AMQP_URL), or temporal://host:port/namespace",
     )
     parser.add_argument(
         "--management-url",
@@ -157,6 +157,16 @@ def _workers_start(args: argparse.Namespace) -> int:
 
     app = load_app(args.app)
     app.group(args.group)  # clear error for an unknown group
+    if args.broker.startswith("temporal:"):
+        from icij_nb.temporal.pool import run_workers
+
+        return run_workers(
+            app,
+            args.broker,
+            group=args.group,
+            processes=args.n_workers,
+            concurrency=args.concurrency or app.default_concurrency(args.group),
+        )
     broker = AmqpBroker(app, args.broker, management_url=args.management_url)
     logger.info(
         "app %r: serving group %r with %d process(es) on %r",

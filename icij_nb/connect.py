@@ -15,6 +15,7 @@ from typing import Final
 from icij_nb.app import App
 from icij_nb.brokers.base import Broker
 from icij_nb.brokers.memory import MemoryBroker
+from icij_nb.engine import Engine
 from icij_nb.errors import ConfigError, MissingDependency
 from icij_nb.manager import TaskManager
 from icij_nb.runtime import get_runtime
@@ -35,9 +36,11 @@ def connect(
         app: the tasks it may submit.
         broker: ``"memory"`` (in this process, the default), an AMQP URL
             (``amqp://user:password@host:5672/vhost``), ``"amqp"`` for
-            ``$ICIJ_NB_AMQP_URL``, or a Broker instance. A RabbitMQ cluster is
-            several nodes: URLs joined by ``;`` (Celery's form), a list of URLs,
-            or one URL with a host list (``amqp://u:p@h1:5672,h2:5673/vhost``).
+            ``$ICIJ_NB_AMQP_URL``, a Temporal URL
+            (``temporal://host:7233/namespace``, see docs/temporal.md), or a
+            Broker instance. A RabbitMQ cluster is several nodes: URLs joined by
+            ``;`` (Celery's form), a list of URLs, or one URL with a host list
+            (``amqp://u:p@h1:5672,h2:5673/vhost``).
         store: a SQLite file path (or ``sqlite:///relative/path``,
             ``sqlite:////absolute/path``), ``":memory:"`` for no file, a store
             instance (``nb.TaskStore(path)``), or None for
@@ -45,7 +48,8 @@ def connect(
         management_url: RabbitMQ's management API, when it is not at the broker's
             host on port 15672 with the same credentials.
         observe_only: with RabbitMQ, watch a vhost that another task manager
-            (Datashare's) owns, without taking its events.
+            (Datashare's) owns, without taking its events; with Temporal, follow
+            the namespace's workflows without starting any.
 
     Returns:
         A started :class:`~icij_nb.manager.TaskManager`. Tasks left unfinished in the
@@ -59,6 +63,13 @@ def connect(
     if not isinstance(given, App):
         msg = f"connect() needs an icij_nb.App, got {type(app).__name__}: {app!r}"
         raise ConfigError(msg)
+    if isinstance(broker, str) and broker.startswith("temporal"):
+        return TaskManager(
+            app,
+            engine=_temporal(app, broker, observe_only=observe_only),
+            store=_store(app, store),
+            runtime=get_runtime(),
+        ).start()
     return TaskManager(
         app,
         broker=_broker(
@@ -67,6 +78,15 @@ def connect(
         store=_store(app, store),
         runtime=get_runtime(),
     ).start()
+
+
+def _temporal(app: App, url: str, *, observe_only: bool) -> Engine:
+    try:
+        from icij_nb.temporal.engine import TemporalEngine
+    except ImportError as exc:
+        msg = "the Temporal backend needs temporalio: pip install 'icij_nb[temporal]'"
+        raise MissingDependency(msg) from exc
+    return TemporalEngine(app, url, observe_only=observe_only)
 
 
 def _broker(

@@ -127,6 +127,14 @@ class Engine(Protocol):
         """Tell every worker of this engine to stop."""
         ...
 
+    def adopt(self, tasks: Sequence[Task]) -> None:
+        """Follow unfinished tasks an earlier manager left (recovered from the store).
+
+        A broker needs nothing: their events come through its queues. An engine
+        that reports by watching its executions starts watching these.
+        """
+        ...
+
     def events(self) -> AsyncIterator[EventBatch]:
         """What workers report, in order, in batches settled once applied."""
         ...

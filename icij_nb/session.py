@@ -105,6 +105,7 @@ class Session:
             self.ledger.track(orphan.task)
         self.ledger.apply(e for o in orphans if (e := o.event()) is not None)
         self.ledger.forget(o.task.id for o in orphans if o.task.state.is_ready)
+        self.engine.adopt([o.task for o in orphans if not o.task.state.is_ready])
         if orphans:
             await self.store.flush()
 

@@ -131,7 +131,13 @@ class TextProgress:
         show: Any = display if self._display_id is None else update_display
         if self._display_id is None:
             self._display_id = f"icij-nb-progress-{uuid.uuid4().hex}"
-        show(bundle, raw=True, display_id=self._display_id)
+        # Marked, so that readers of a saved notebook can tell it from the
+        # cell's own output.
+        show(bundle, raw=True, metadata=PROGRESS_METADATA, display_id=self._display_id)
+
+
+#: the metadata of a progress display in a notebook's outputs
+PROGRESS_METADATA: Final = {"icij_nb": {"progress": True}}
 
 
 def _group_key(item: tuple[str | None, Any]) -> str:

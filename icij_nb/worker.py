@@ -24,8 +24,6 @@ and moves on, the thread finishes in the background and its result is dropped.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import itertools
 import logging
 import os
@@ -38,10 +36,10 @@ from typing import Any, Final
 
 from icij_nb.app import App, TaskSpec
 from icij_nb.brokers.base import Broker, Delivery
-from icij_nb.brokers.wire import to_snake_case
+from icij_nb.calls import call_task, keyword_args
 from icij_nb.capture import TaskCapture, capturing, ensure_installed
 from icij_nb.context import running_task
-from icij_nb.errors import InvalidProgress, InvalidResult, TaskTimeout, UnknownTask
+from icij_nb.errors import InvalidProgress, InvalidResult, UnknownTask
 from icij_nb.jsonvalues import json_problem
 from icij_nb.model import (
     CancelEvent,
@@ -385,29 +383,13 @@ class Worker:
     async def _call(
         self, spec: TaskSpec, task: Task, progress: _Progress | None
     ) -> Any:
-        kwargs = _keyword_args(spec, task.args)
-        timeout_s = spec.effective_timeout_s
-        if spec.is_async:
-            if progress is not None:
-                kwargs["progress"] = progress.report_async
-            call: Any = spec.fn(**kwargs)
-        else:
-            if progress is not None:
-                kwargs["progress"] = progress.report_from_thread
-            context = contextvars.copy_context()
-            fn = functools.partial(context.run, spec.fn, **kwargs)
-            call = asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        if timeout_s is None:
-            return await call
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await call
-        except TimeoutError:
-            msg = (
-                f"task {task.name!r} ({task.id}) ran longer than its timeout of "
-                f"{timeout_s:g}s and was stopped"
-            )
-            raise TaskTimeout(msg) from None
+        return await call_task(
+            spec,
+            keyword_args(spec, task.args),
+            progress=progress,
+            executor=self._executor,
+            what=f"task {task.name!r} ({task.id})",
+        )
 
     async def _succeed(self, delivery: Delivery, spec: TaskSpec, value: Any) -> None:
         problem = json_problem(value, "the result")
@@ -531,26 +513,6 @@ def _forget_sent(sent: asyncio.Future[None]) -> None:
     _PENDING.discard(sent)
     if not sent.cancelled() and sent.exception() is not None:
         logger.warning("an event was not confirmed by the broker: %s", sent.exception())
-
-
-def _keyword_args(spec: TaskSpec, args: dict[str, Any]) -> dict[str, Any]:
-    """A task's args as keyword arguments, with icij-worker's snake_case names.
-
-    icij-worker snake-cases every argument name before the call (``nSteps`` becomes
-    ``n_steps``), and Datashare sends camelCase names. A name the function takes as
-    it is stays as it is: only a name that fits no parameter, and whose snake_case
-    form does, is converted (unless the args hold that form too).
-    """
-    params = spec.signature.parameters
-    kwargs = {}
-    for key, value in args.items():
-        name = key
-        if key not in params:
-            snake = to_snake_case(key)
-            if snake in params and snake not in args:
-                name = snake
-        kwargs[name] = value
-    return kwargs
 
 
 async def _sent(in_flight: set[asyncio.Future[None]]) -> None:

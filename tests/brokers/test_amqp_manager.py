@@ -14,6 +14,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,7 @@ def test_events_wait_in_manager_event_until_a_manager_connects_again(
 ):
     @app.task(group="cpu")
     def square(n: int) -> int:
+        time.sleep(0.5)  # past the workers' grace period: RUNNING is sent too
         return n * n
 
     store = tmp_path / "tasks.sqlite3"

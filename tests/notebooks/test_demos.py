@@ -106,7 +106,7 @@ def test_demo_is_committed_without_outputs_with_one_parameters_cell(path: Path) 
     assert notebook.metadata.kernelspec.name == "python3"
 
 
-def test_there_are_five_demos_and_a_task_notebook() -> None:
+def test_there_are_six_demos_and_a_task_notebook() -> None:
     names = [str(p.relative_to(NOTEBOOKS)) for p in DEMOS]
 
     assert names == [
@@ -115,6 +115,7 @@ def test_there_are_five_demos_and_a_task_notebook() -> None:
         "observe_only.ipynb",
         "quickstart.ipynb",
         "remote_pools.ipynb",
+        "temporal.ipynb",
         "tasks/topic_report.ipynb",
     ]
 
