@@ -44,6 +44,7 @@ from icij_nb.board_table import (
 )
 from icij_nb.board_widgets import BoardWidgets
 from icij_nb.errors import IcijNbError, InvalidFilter
+from icij_nb.frames import mark_waiting
 from icij_nb.handles import TaskHandle
 from icij_nb.model import Task, TaskState
 from icij_nb.view import TaskView
@@ -354,6 +355,7 @@ class TaskBoard:
             workers=self._workers,
             known_groups=self._known_groups(),
             can_send=self._manager.can_act,
+            waiting_for_broker=self._manager.waiting_for_broker,
         )
 
     def _count_workers(self) -> dict[str | None, int] | None:
@@ -382,7 +384,10 @@ class TaskBoard:
         def read() -> pd.DataFrame:
             if not self._closed and self._pending:
                 self._refresh_now()
-            return self._table.frame(self._view)
+            frame = self._table.frame(self._view)
+            if self._manager.waiting_for_broker:
+                mark_waiting(frame, self._manager.waits_for_broker)
+            return frame
 
         return self._call(read)
 

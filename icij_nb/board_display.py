@@ -77,14 +77,18 @@ class BoardDisplay:
         workers: dict[str | None, int] | None,
         known_groups: list[str],
         can_send: bool,
+        waiting_for_broker: int = 0,
     ) -> None:
-        """Show ``state``'s page in the widgets and keep its static snapshot."""
+        """Show ``state``'s page in the widgets and keep its static snapshot.
+
+        ``waiting_for_broker``: how many CREATED tasks wait in the outbox.
+        """
         start = state.page * state.page_size
         visible = [
             table.row(int(r)) for r in state.view[start : start + state.page_size]
         ]
         counts_html, groups, counts, progress = self._render_counts(
-            table, workers, known_groups
+            table, workers, known_groups, waiting_for_broker
         )
         message = _message(table, state)
         status = _status_line(state, start, len(visible))
@@ -105,13 +109,17 @@ class BoardDisplay:
             counts_html, status, visible, message,
             sort_column=state.sort[0], ascending=state.sort[1],
         )  # fmt: skip
-        self.text = H.snapshot_text(groups, counts, progress, status, visible, message)
+        self.text = H.snapshot_text(
+            groups, counts, progress, status, visible, message,
+            waiting_for_broker=waiting_for_broker,
+        )  # fmt: skip
 
     def _render_counts(
         self,
         table: BoardTable,
         workers: dict[str | None, int] | None,
         known_groups: list[str],
+        waiting_for_broker: int,
     ) -> tuple[str, list[str | None], list[list[int]], list[float]]:
         all_counts = table.counts()
         all_progress = table.group_progress()
@@ -119,7 +127,10 @@ class BoardDisplay:
         codes = [table.groups.find(g) for g in groups]
         counts = [all_counts[c].tolist() for c in codes if c is not None]
         progress = [float(all_progress[c]) for c in codes if c is not None]
-        html = H.counts_html(groups, counts, progress, workers, stamp=utcnow())
+        html = H.counts_html(
+            groups, counts, progress, workers,
+            stamp=utcnow(), waiting_for_broker=waiting_for_broker,
+        )  # fmt: skip
         self._ui.counts_html.value = html
         self._ui.show_groups(known_groups)
         return html, groups, counts, progress

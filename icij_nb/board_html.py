@@ -215,11 +215,13 @@ def counts_html(
     workers: dict[str | None, int] | None,
     *,
     stamp: datetime,
+    waiting_for_broker: int = 0,
 ) -> str:
     """The header: totals, then one line per group.
 
     A group's line has its progress bar, counts per state and live workers
-    (``workers`` None: the broker does not tell, shown as "?").
+    (``workers`` None: the broker does not tell, shown as "?"). The totals say
+    how many CREATED tasks wait in the outbox for the broker, if any.
     """
     totals = [sum(c[s] for c in counts) for s in range(N_STATES)]
     total = sum(totals)
@@ -232,6 +234,7 @@ def counts_html(
         f'<div class="icij-nb-summary" style="font-size:13px;margin-bottom:4px">'
         f"<b>{total} task{'s' if total != 1 else ''}</b>"
         f"{' · ' + summary if summary else ''}"
+        f"{_waiting_html(waiting_for_broker)}"
         f' <span style="color:#888;font-size:11px">(as of '
         f"{stamp.strftime('%H:%M:%S')} UTC)</span></div>"
     )
@@ -266,6 +269,26 @@ def counts_html(
         )
     lines.append("</table>")
     return head + "".join(lines)
+
+
+def waiting_text(waiting_for_broker: int) -> str:
+    """``"700 waiting for the broker"``, or "" when none waits."""
+    if not waiting_for_broker:
+        return ""
+    return f"{waiting_for_broker} waiting for the broker"
+
+
+def _waiting_html(waiting_for_broker: int) -> str:
+    if not waiting_for_broker:
+        return ""
+    title = (
+        "CREATED, recorded in the store's outbox: no broker node took them; "
+        "published once one answers"
+    )
+    return (
+        f' · <span class="icij-nb-waiting" style="color:#b26a00" '
+        f'title="{esc(title)}">⏳ {waiting_text(waiting_for_broker)}</span>'
+    )
 
 
 def _group_colour(row: Sequence[int]) -> str:
@@ -308,12 +331,16 @@ def snapshot_text(
     status: str,
     rows: Sequence[dict[str, Any]],
     message: str,
+    *,
+    waiting_for_broker: int = 0,
 ) -> str:
     """The board as plain text, for consoles and ``text/plain``."""
     totals = [sum(c[s] for c in counts) for s in range(N_STATES)]
     summary = " ".join(
         f"{s.value}={n}" for s, n in zip(STATES, totals, strict=True) if n
     )
+    waiting = waiting_text(waiting_for_broker)
+    summary += f" ({waiting})" if waiting else ""
     lines = [f"TaskBoard: {sum(totals)} tasks {summary}".rstrip()]
     for group, row, fraction in zip(groups, counts, progress, strict=True):
         states = " ".join(

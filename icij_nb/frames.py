@@ -21,7 +21,7 @@ docs/tasks-table.md):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -46,6 +46,11 @@ FRAME_COLUMNS: Final = (
     "args",
     "result",
     "error",
+)
+#: the ``error`` of a CREATED task that waits in the outbox (no error recorded)
+WAITING_FOR_BROKER: Final = (
+    "BrokerUnavailable: waiting for the broker (in the outbox); "
+    "published once a node answers"
 )
 #: the dtype of the ``state`` column: TaskState values, ordered as the enum
 STATE_DTYPE: Final = pd.CategoricalDtype(
@@ -126,6 +131,18 @@ def assemble_frame(columns: Mapping[str, Any]) -> pd.DataFrame:
         "error": _values(columns["error"]),
     }
     return pd.DataFrame(data, columns=list(FRAME_COLUMNS))
+
+
+def mark_waiting(frame: pd.DataFrame, waits: Callable[[str], bool]) -> None:
+    """Set ``error`` to :data:`WAITING_FOR_BROKER` where ``waits(id)`` (in place).
+
+    Only rows without an error: a task waits in the outbox before any attempt.
+    """
+    if frame.empty:
+        return
+    mask = frame["id"].map(waits).astype(bool) & frame["error"].isna()
+    if mask.any():
+        frame.loc[mask, "error"] = WAITING_FOR_BROKER
 
 
 def _values(values: Sequence[Any]) -> Sequence[Any] | npt.NDArray[np.object_]:

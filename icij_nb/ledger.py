@@ -14,6 +14,11 @@ Nothing else writes a task's state. The ledger also answers reads without I/O (a
 task by id, counts per state) and creates records: a new task is tracked as CREATED
 before it is published (a worker may answer before the publish returns), and a
 record read back from the store is tracked as it was stored.
+
+A CREATED task may also be *waiting for the broker*: recorded in the outbox
+(:mod:`icij_nb.outbox`) because no broker node took it. :meth:`Ledger.hold` marks
+it so (listeners hear of it); the mark goes once it is recorded QUEUED, becomes
+ready, is released (:meth:`Ledger.release`) or forgotten.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ class Ledger:
         #: when tasks now queued again by a retry were retried: a cancel dated
         #: before that is about the message the retry replaced
         self._retried_at: dict[str, datetime] = {}
+        #: ids of CREATED tasks that wait in the outbox, in the order held
+        self._held: dict[str, None] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -93,6 +100,15 @@ class Ledger:
     def counts(self) -> Counter[TaskState]:
         """How many tracked tasks are in each state."""
         return self._records.counts
+
+    @property
+    def waiting_for_broker(self) -> int:
+        """How many tracked tasks wait in the outbox for the broker."""
+        return len(self._held)
+
+    def waits_for_broker(self, task_id: str) -> bool:
+        """True while the task waits in the outbox for the broker."""
+        return task_id in self._held
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(snapshots)`` after each change; return an unsubscribe."""
@@ -115,13 +131,36 @@ class Ledger:
     def forget(self, task_ids: Iterable[str]) -> None:
         """Drop records of tasks that were never queued (their publish failed)."""
         for task_id in task_ids:
+            self._held.pop(task_id, None)
             self._records.untrack(task_id)
 
     def queued(self, prepared: Sequence[tuple[Task, str]]) -> None:
         """Record published tasks (with their args as JSON) and mark them QUEUED."""
         for task, args_json in prepared:
+            self._held.pop(task.id, None)
             self._store.put(task, args_json=args_json)
         self.apply([QueuedEvent(task.id) for task, _ in prepared])
+
+    def hold(self, tasks: Iterable[Task]) -> None:
+        """Mark CREATED tracked tasks as waiting for the broker (the outbox)."""
+        held = [
+            t for t in tasks if self.get(t.id) is t and t.state is TaskState.CREATED
+        ]
+        for task in held:
+            self._held[task.id] = None
+        if held:
+            self._records.notify(held)
+
+    def release(self, task_ids: Iterable[str]) -> None:
+        """Unmark tasks that no longer wait for the broker (a worker answered)."""
+        released = []
+        for task_id in task_ids:
+            if task_id in self._held:
+                del self._held[task_id]
+                if (task := self.get(task_id)) is not None:
+                    released.append(task)
+        if released:
+            self._records.notify(released)
 
     def adopt(self, seen: Iterable[Task]) -> None:
         """Track tasks another manager queued (observe-only), as QUEUED."""
@@ -165,6 +204,8 @@ class Ledger:
                 applied.stop.append(task)
                 continue
             changed[task.id] = task
+            if self._held and task.state is not TaskState.CREATED:
+                self._held.pop(task.id, None)  # it left the outbox's hands
             if effect is Effect.REPUBLISH:
                 applied.requeue.append(task)
                 if isinstance(event, RetryEvent):

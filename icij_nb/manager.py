@@ -135,10 +135,7 @@ class TaskManager:
         close_at_exit(self)
 
     def close(self, *, timeout_s: float | None = 30.0) -> None:
-        """Stop pools (requeueing their running tasks), flush the store, disconnect.
-
-        Safe to call twice.
-        """
+        """Stop pools (running tasks requeued), flush, disconnect; safe twice."""
         if self._session.closed:
             return
         self._run(self.close_async(), timeout_s=timeout_s)
@@ -193,8 +190,7 @@ class TaskManager:
     # -- reprs ------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        kind, label = self.engine.kind, self.store.label
-        tasks = len(self._ledger)
+        kind, label, tasks = self.engine.kind, self.store.label, len(self._ledger)
         return manager_text(
             self, app=self.app.name, engine=kind, store=label, tasks=tasks
         )
@@ -296,10 +292,7 @@ class TaskManager:
 
         The listener runs on the runtime thread with snapshots of the changed tasks;
         it must return quickly (coalesce on its side) and must not block on the
-        manager. Its exceptions are logged, never raised.
-
-        Returns:
-            A function that unsubscribes it.
+        manager. Its exceptions are logged, never raised. Returns an unsubscribe.
         """
         return self._ledger.subscribe(listener)
 
@@ -307,9 +300,7 @@ class TaskManager:
         """Call ``hook()`` each time a blocking wait of this manager ends.
 
         It runs in the thread that waited; boards use it to show final states.
-
-        Returns:
-            A function that removes the hook.
+        Returns a function that removes the hook.
         """
         return self._waits.on_end(hook)
 
@@ -364,15 +355,15 @@ class TaskManager:
         Columns (see docs/tasks-table.md): id, name, group, state (ordered
         categorical), progress, attempts, max_attempts, worker, created_at,
         started_at, completed_at (UTC timestamps), duration_s, args, result, error
-        (the last error as ``Name: message``).
+        (the last error as ``Name: message``, or that it waits for the broker).
         """
         self._check_open()
-        return self._run(self.store.frame())
+        return self._run(self._session.frame())
 
     async def frame_async(self) -> pd.DataFrame:
         """Awaitable twin of :meth:`frame`."""
         self._check_open()
-        return await self._wrap(self.store.frame())
+        return await self._wrap(self._session.frame())
 
     def board(self, **filters: Any) -> TaskBoard:
         """A live task board of this manager (needs ipywidgets: ``icij_nb[notebook]``).
@@ -393,6 +384,15 @@ class TaskManager:
     def counts(self) -> dict[TaskState, int]:
         """Tasks of this session in each state, now."""
         return {s: self._ledger.counts.get(s, 0) for s in TaskState}
+
+    @property
+    def waiting_for_broker(self) -> int:
+        """CREATED tasks of this session waiting in the outbox for the broker."""
+        return self._ledger.waiting_for_broker
+
+    def waits_for_broker(self, task: TaskRef) -> bool:
+        """True while a task waits in the outbox for the broker (no I/O)."""
+        return self._ledger.waits_for_broker(_task_id(task))
 
     # -- waiting ------------------------------------------------------------------
 

@@ -25,12 +25,17 @@ class _Shown(Protocol):
     @property
     def pools(self) -> Sequence[object]: ...
 
+    @property
+    def waiting_for_broker(self) -> int: ...
+
 
 def manager_text(tm: _Shown, *, app: str, engine: str, store: str, tasks: int) -> str:
     """``<TaskManager 'app' broker=memory store=memory pools=1 tasks=3 done=3>``."""
     counts = " ".join(
         f"{s.value.lower()}={n}" for s, n in sorted(tm.counts.items()) if n
     )
+    if tm.waiting_for_broker:
+        counts += f" waiting_for_broker={tm.waiting_for_broker}"
     state = " closed" if tm.closed else ""
     return (
         f"<TaskManager {app!r}{state} broker={engine} store={store} "
@@ -44,8 +49,13 @@ def manager_html(tm: _Shown, *, app: str, engine: str, store: str) -> str:
         f"<td>{s.value}: <b>{tm.counts.get(s, 0)}</b></td>" for s in TaskState
     )
     pools = ", ".join(repr(p) for p in tm.pools) or "none"
+    waiting = (
+        f"<div>{tm.waiting_for_broker} waiting for the broker (outbox)</div>"
+        if tm.waiting_for_broker
+        else ""
+    )
     return (
         f"<div><b>TaskManager</b> <code>{app}</code> ({engine} broker, store "
-        f"{store})<table><tr>{cells}</tr></table><small>pools: "
+        f"{store})<table><tr>{cells}</tr></table>{waiting}<small>pools: "
         f"{html.escape(pools)}</small></div>"
     )

@@ -5,7 +5,8 @@ connection is down, or the publish is not confirmed within
 :data:`PUBLISH_TIMEOUT_S`: a cluster that lost its majority, a frozen node) does not
 fail: :meth:`Outbox.hold` writes the tasks to the store, marked as waiting
 (``Store.outbox_add``), before ``submit`` returns their handles. They stay CREATED
-in the ledger, "waiting for the broker", and :meth:`Outbox.run` publishes them, in
+in the ledger, marked "waiting for the broker" (``Ledger.hold``: the board and
+``tm.waiting_for_broker`` show it), and :meth:`Outbox.run` publishes them, in
 order, once the broker answers, then records them QUEUED and unmarks them. A
 manager that dies meanwhile leaves them marked in the store: the next manager that
 opens it claims them (``Store.recover``) and :meth:`Outbox.reload` queues them
@@ -38,10 +39,12 @@ from icij_nb.submission import Prepared
 
 logger = logging.getLogger(__name__)
 
-#: tasks that may wait for the broker at once
-OUTBOX_LIMIT: Final = int(os.environ.get("ICIJ_NB_OUTBOX_LIMIT", "100000"))
+#: tasks that may wait for the broker at once (``$ICIJ_NB_OUTBOX_LIMIT`` when a
+#: manager starts, else this)
+OUTBOX_LIMIT: Final = 100_000
 #: the longest a task waits for the broker before it ends in ERROR
-OUTBOX_TIMEOUT_S: Final = float(os.environ.get("ICIJ_NB_OUTBOX_TIMEOUT_S", "3600"))
+#: (``$ICIJ_NB_OUTBOX_TIMEOUT_S`` when a manager starts, else this)
+OUTBOX_TIMEOUT_S: Final = 3600.0
 #: a publish not confirmed within this is taken as "the broker does not answer"
 PUBLISH_TIMEOUT_S: Final = 5.0
 #: tasks published per attempt, each attempt bounded by PUBLISH_TIMEOUT_S
@@ -62,8 +65,10 @@ class Outbox:
         engine: publishes them (its ``submit``).
         store: keeps them marked until published.
         ledger: their records (CREATED while they wait).
-        limit: how many may wait at once.
-        timeout_s: how long one may wait.
+        limit: how many may wait at once (default: ``$ICIJ_NB_OUTBOX_LIMIT``, else
+            :data:`OUTBOX_LIMIT`).
+        timeout_s: how long one may wait (default: ``$ICIJ_NB_OUTBOX_TIMEOUT_S``,
+            else :data:`OUTBOX_TIMEOUT_S`).
     """
 
     def __init__(
@@ -72,10 +77,15 @@ class Outbox:
         store: Store,
         ledger: Ledger,
         *,
-        limit: int = OUTBOX_LIMIT,
-        timeout_s: float = OUTBOX_TIMEOUT_S,
+        limit: int | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self._engine, self._store, self._ledger = engine, store, ledger
+        env = os.environ
+        if limit is None:
+            limit = int(env.get("ICIJ_NB_OUTBOX_LIMIT", OUTBOX_LIMIT))
+        if timeout_s is None:
+            timeout_s = float(env.get("ICIJ_NB_OUTBOX_TIMEOUT_S", OUTBOX_TIMEOUT_S))
         self.limit, self.timeout_s = limit, timeout_s
         #: task id -> (task, loop time it was recorded), in submission order
         self._waiting: dict[str, tuple[Task, float]] = {}
@@ -109,6 +119,7 @@ class Outbox:
         now = asyncio.get_running_loop().time()
         for task, _ in prepared:
             self._waiting[task.id] = (task, now)
+        self._ledger.hold(t for t, _ in prepared)
         self._wake.set()
 
     async def reload(self) -> None:
@@ -118,6 +129,7 @@ class Outbox:
             task = self._ledger.get(stored.id)
             if task is not None and task.state is TaskState.CREATED:
                 self._waiting[task.id] = (task, now)
+        self._ledger.hold(t for t, _ in self._waiting.values())
         if self._waiting:
             logger.warning(
                 "%d task(s) of a gone manager wait to be published", len(self)
@@ -179,6 +191,7 @@ class Outbox:
     def _release(self, tasks: Sequence[Task]) -> None:
         for task in tasks:
             self._waiting.pop(task.id, None)
+        self._ledger.release(t.id for t in tasks)
         self._store.outbox_remove(t.id for t in tasks)
 
     def _expire(self) -> None:

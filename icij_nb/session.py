@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 
+import pandas as pd
+
 from icij_nb.app import App
 from icij_nb.engine import Engine, Pool
 from icij_nb.errors import (
@@ -29,6 +31,7 @@ from icij_nb.errors import (
     UnknownTask,
 )
 from icij_nb.events import EventConsumer
+from icij_nb.frames import mark_waiting
 from icij_nb.ledger import Ledger
 from icij_nb.model import ErrorEvent, ErrorRecord, RetryEvent, Task, TaskState
 from icij_nb.outbox import PUBLISH_SLICE, PUBLISH_TIMEOUT_S, Outbox, broker_down
@@ -136,6 +139,13 @@ class Session:
             msg = f"no task with id {task_id!r} in this manager or its store"
             raise UnknownTask(msg, task_id=task_id)
         return stored
+
+    async def frame(self) -> pd.DataFrame:
+        """Every stored task; ``error`` says which wait for the broker."""
+        frame = await self.store.frame()
+        if self.ledger.waiting_for_broker:
+            mark_waiting(frame, self.ledger.waits_for_broker)
+        return frame
 
     async def output(self, task_id: str) -> list[AttemptOutput]:
         """The kept output of each attempt of a task (UnknownTask if none)."""

@@ -48,6 +48,15 @@ class TaskView(Protocol):
         """Tasks of this session in each state, now."""
         ...
 
+    @property
+    def waiting_for_broker(self) -> int:
+        """Tasks of this session waiting in the outbox for the broker, now."""
+        ...
+
+    def waits_for_broker(self, task: str) -> bool:
+        """True while the task waits in the outbox for the broker (no I/O)."""
+        ...
+
     def peek(self, task_id: str) -> Task | None:
         """The live record of a task of this session, without I/O (or None)."""
         ...

@@ -4,7 +4,8 @@
 an Erlang cookie (each has its own node name, ports, data and log directories under
 one temporary directory), joins the second and third to the first with
 ``rabbitmqctl join_cluster``, and stops them all at the end. Scenarios kill
-(``kill -9``), stop, start and suspend single nodes; the machine's own broker on
+(``kill -9``), stop, start and cut off (:meth:`RabbitCluster.partition`) single
+nodes; the machine's own broker on
 5672 is never touched. Nothing needs root.
 
 The broker URL a client gets names the three nodes (``;``-separated), so a lost
@@ -15,6 +16,7 @@ node first, which is the node a client connects to.
 from __future__ import annotations
 
 import contextlib
+import urllib.error
 import uuid
 from pathlib import Path
 
@@ -26,6 +28,10 @@ from icij_nb.testing import wait_until
 #: Partition handling of a 3-node cluster: a minority node pauses itself rather
 #: than serve a split brain.
 CLUSTER_CONFIG = "cluster_partition_handling = pause_minority\n"
+#: Erlang's default net_ticktime (60 s) would take a minute to see a silent peer
+#: (frozen, or a link that drops packets) as gone: with 10 s, 10-13 s.
+#: ``rabbitmqctl`` gets the same (ERL_FLAGS), or a long command would be dropped.
+ERL_FLAGS = "-kernel net_ticktime 10"
 NODES = 3
 
 
@@ -35,7 +41,12 @@ class RabbitCluster:
     def __init__(self, base: Path) -> None:
         cookie = uuid.uuid4().hex
         self.nodes = [
-            PrivateRabbit(base / f"n{i}", cookie=cookie, extra_config=CLUSTER_CONFIG)
+            PrivateRabbit(
+                base / f"n{i}",
+                cookie=cookie,
+                extra_config=CLUSTER_CONFIG,
+                erl_flags=ERL_FLAGS,
+            )
             for i in range(NODES)
         ]
 
@@ -59,9 +70,16 @@ class RabbitCluster:
         )
 
     def running_nodes(self) -> int:
-        """How many nodes the cluster's status counts as running."""
+        """How many nodes the cluster's status counts as running (-1: no answer).
+
+        The management API may not answer while a peer is frozen and not yet
+        declared down: that is "no answer", to ask again.
+        """
         node = next(n for n in self.nodes if n.running)
-        nodes = node.broker.api("GET", "/api/nodes") or []
+        try:
+            nodes = node.broker.api("GET", "/api/nodes") or []
+        except (OSError, ValueError, urllib.error.URLError):
+            return -1
         return sum(1 for n in nodes if n.get("running"))
 
     def stop(self) -> None:
@@ -102,6 +120,35 @@ class RabbitCluster:
         node = self.nodes[index]
         node.stop()
         node.start()
+
+    def partition(self, index: int) -> None:
+        """Cut node ``index`` off from its peers; its AMQP port stays open.
+
+        Its Erlang distribution links are closed, and it takes a wrong cookie for
+        its peers, so neither side can reconnect (a network partition without
+        root). Its peers see it down at once; it sees itself alone, a minority,
+        and pauses (pause_minority), closing its client connections.
+        ``rabbitmqctl`` still reaches it: the CLI's own cookie is unchanged.
+        """
+        peers = self._peers(index)
+        self.nodes[index].ctl(
+            "eval",
+            f"[begin erlang:set_cookie(P, 'icij_nb_partitioned'), "
+            f"erlang:disconnect_node(P) end || P <- {peers}], ok.",
+        )
+
+    def heal(self, index: int) -> None:
+        """End :meth:`partition`: the right cookie again, and a ping to each peer."""
+        peers, cookie = self._peers(index), self.nodes[index].cookie
+        self.nodes[index].ctl(
+            "eval",
+            f"[begin erlang:set_cookie(P, '{cookie}'), net_adm:ping(P) end "
+            f"|| P <- {peers}], ok.",
+        )
+
+    def _peers(self, index: int) -> str:
+        names = [f"'{n.name}'" for i, n in enumerate(self.nodes) if i != index]
+        return f"[{', '.join(names)}]"
 
     def kill(self, index: int) -> None:
         """``kill -9`` node ``index``."""

@@ -118,17 +118,22 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "every client moves away from each node in turn; nothing lost or stuck",
     ),
     "10d-cluster-node-partitioned-30s": (
-        "cluster: one node frozen (SIGSTOP) for 30 s while tasks are submitted",
-        "submits do not wait for it (unconfirmed ones go to the outbox); its "
-        "pool resumes after; every task ends DONE once",
+        "cluster: one node cut off from its peers for 30 s (its Erlang "
+        "distribution links closed, a wrong cookie for its peers; its AMQP port "
+        "open) while tasks are submitted",
+        "the majority goes on; the cut node pauses itself (pause_minority) and "
+        "drops its clients, whose connections move to another node; healed, it "
+        "rejoins; every task ends DONE once",
     ),
     "10e-cluster-down-20s-outbox": (
-        "cluster: all three nodes killed for 20 s while the notebook submits",
+        "cluster: all three nodes killed (`kill -9`) for 20 s while the notebook "
+        "submits",
         "submits return handles (tasks CREATED, waiting in the outbox of the "
         "store) and are published when the cluster is back; none lost",
     ),
     "10f-cluster-minority-alive": (
-        "cluster: two nodes killed (a minority left) while the notebook submits",
+        "cluster: two nodes killed (a minority left) for 15 s while the notebook "
+        "submits",
         "quorum queues take no writes: unconfirmed submits wait in the outbox "
         "(bounded) and are published once a majority is back; none lost",
     ),

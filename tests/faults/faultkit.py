@@ -68,11 +68,18 @@ class PrivateRabbit:
     """
 
     def __init__(
-        self, base: Path, *, cookie: str | None = None, extra_config: str = ""
+        self,
+        base: Path,
+        *,
+        cookie: str | None = None,
+        extra_config: str = "",
+        erl_flags: str = "",
     ) -> None:
         self.base = base
         self.cookie = cookie or uuid.uuid4().hex
         self.extra_config = extra_config
+        #: Erlang flags of the node and of its ``rabbitmqctl`` (``ERL_FLAGS``)
+        self.erl_flags = erl_flags
         self.name = f"icijfault{uuid.uuid4().hex[:6]}@localhost"
         self.amqp_port, self.management_port, self.dist_port = (
             free_port(),
@@ -120,7 +127,7 @@ class PrivateRabbit:
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
             RABBITMQ_PID_FILE=str(self.base / "node.pid"),
             ERL_EPMD_ADDRESS="127.0.0.1",
-            ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}",
+            ERL_FLAGS=f"-kernel inet_dist_use_interface {{127,0,0,1}} {self.erl_flags}",
         )
         return env
 
