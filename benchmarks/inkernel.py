@@ -26,6 +26,13 @@ Figures:
   -> consumer -> future result. p50 and p99 of each repeat; the medians over repeats.
 - CPU: the process's CPU time (all threads) per task over each throughput window,
   steadier than tasks/s when other processes compete for the CPUs.
+- printing (unless ``--skip-printing``): icij async / sync again, with tasks that
+  print one line each (kept with each task, docs/output.md), right after the no-op
+  run; the ratio to the no-op run is what capturing costs.
+- in a kernel (unless ``--skip-kernel``): ``submit().result()`` p50 in a real
+  ipykernel, with the wait reading widget messages (``ui_poll.py``, the default in
+  a kernel) and without (``ui_poll.current`` replaced by ``lambda: None``), blocks of
+  calls alternating between the two in the one kernel.
 """
 
 from __future__ import annotations
@@ -82,6 +89,15 @@ def make_app() -> nb.App:
     @app.task
     def noop_sync() -> None:
         return None
+
+    # One line of output each: what capturing a task's output costs.
+    @app.task
+    async def print_async() -> None:
+        print("one line of output")
+
+    @app.task
+    def print_sync() -> None:
+        print("one line of output")
 
     return app
 
@@ -349,13 +365,25 @@ def make_figures() -> dict[str, Figure]:
         "icij_async_cpu": Figure("icij_nb async CPU", "us/task"),
         "baseline_sync_cpu": Figure("baseline sync CPU", "us/task"),
         "icij_sync_cpu": Figure("icij_nb sync CPU", "us/task"),
+        "icij_async_print": Figure("icij_nb async, one print per task", "tasks/s"),
+        "icij_sync_print": Figure("icij_nb sync, one print per task", "tasks/s"),
+        "kernel_p50_poll": Figure(
+            "kernel result() p50, polling", "ms", "<= no polling + 1 ms"
+        ),
+        "kernel_p50_nopoll": Figure("kernel result() p50, no polling", "ms"),
         "dask_async": Figure("Dask Client(processes=False) async", "tasks/s"),
         "dask_sync": Figure("Dask Client(processes=False) sync", "tasks/s"),
     }
 
 
 def run_repeat(
-    app: nb.App, n_tasks: int, run_dir: Path, results: Results, dask: str | None
+    app: nb.App,
+    n_tasks: int,
+    run_dir: Path,
+    results: Results,
+    dask: str | None,
+    *,
+    printing: bool = True,
 ) -> dict[str, float]:
     """One repeat of every figure, interleaved so a slow spell hits both sides."""
     figures = results.figures
@@ -369,6 +397,11 @@ def run_repeat(
     for key, outcome in runs.items():
         measured[key] = outcome.tasks_per_s
         measured[f"{key}_cpu"] = outcome.cpu_us_per_task
+    if printing:
+        for kind in ("async", "sync"):
+            store = run_dir / f"p{kind}.db"
+            printed = icij_throughput(app, f"print_{kind}", n_tasks, store)
+            measured[f"icij_{kind}_print"] = printed.tasks_per_s
     base = baseline_latency(LATENCY_CALLS)
     ours = icij_latency(app, LATENCY_CALLS, run_dir / "l.sqlite3")
     for key, samples in (("baseline", base), ("icij", ours)):
@@ -387,7 +420,13 @@ def run_repeat(
 
 
 def run(
-    n_tasks: int, repeats: int, log: Callable[[str], None], *, dask: bool = True
+    n_tasks: int,
+    repeats: int,
+    log: Callable[[str], None],
+    *,
+    dask: bool = True,
+    printing: bool = True,
+    kernel: bool = True,
 ) -> Results:
     app = make_app()
     dask_py = dask_python() if dask else None
@@ -402,14 +441,83 @@ def run(
         for index in range(repeats):
             run_dir = Path(tmp, f"r{index}")
             run_dir.mkdir()
-            m = run_repeat(app, n_tasks, run_dir, results, dask_py)
+            m = run_repeat(app, n_tasks, run_dir, results, dask_py, printing=printing)
             log(
                 f"repeat {index + 1}/{repeats}: async {m['icij_async']:,.0f} vs "
                 f"{m['baseline_async']:,.0f} tasks/s, sync {m['icij_sync']:,.0f} vs "
                 f"{m['baseline_sync']:,.0f} tasks/s, p50 {m['icij_p50']:.3f} vs "
                 f"{m['baseline_p50']:.3f} ms"
             )
+    if kernel:
+        measured = kernel_latency(LATENCY_CALLS // 2, repeats * 2)
+        for mode, values in measured.items():
+            results.figures[f"kernel_p50_{mode}"].values.extend(values)
+        log(f"kernel p50 ms: {measured}")
     return results
+
+
+# The wait in a real kernel: the same sequential calls with the kernel's widget
+# messages read during the wait (the default there) and without, alternating.
+KERNEL_SOURCE = """\
+import json, statistics, tempfile, time
+from pathlib import Path
+import icij_nb as nb
+from icij_nb import ui_poll
+
+app = nb.App("kernel-latency")
+
+@app.task
+async def noop_async():
+    return None
+
+folder = tempfile.mkdtemp(prefix="icij_nb-bench-kernel-")
+tm = nb.connect(app, store=Path(folder, "k.sqlite3"))
+tm.start_pool(None, workers=1)
+real, off = ui_poll.current, (lambda: None)
+assert real() is not None, "this kernel has no widget messages to read"
+for _ in range(500):
+    tm.submit("noop_async").result()
+out = {"poll": [], "nopoll": []}
+for repeat in range(REPEATS):
+    modes = ("poll", "nopoll") if repeat % 2 == 0 else ("nopoll", "poll")
+    for mode in modes:
+        ui_poll.current = real if mode == "poll" else off
+        samples = []
+        for _ in range(CALLS):
+            start = time.perf_counter()
+            tm.submit("noop_async").result()
+            samples.append(time.perf_counter() - start)
+        out[mode].append(statistics.median(samples) * 1e3)
+ui_poll.current = real
+tm.close()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def kernel_latency(calls: int, repeats: int) -> dict[str, list[float]]:
+    """p50 ms of each block of ``calls``, per mode (``poll``, ``nopoll``)."""
+    from jupyter_client.manager import start_new_kernel
+
+    source = KERNEL_SOURCE.replace("REPEATS", str(repeats)).replace("CALLS", str(calls))
+    manager, client = start_new_kernel(kernel_name="python3")
+    printed: list[str] = []
+
+    def collect(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            printed.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            printed.append("\n".join(msg["content"]["traceback"]))
+
+    try:
+        reply = client.execute_interactive(source, timeout=600, output_hook=collect)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    text = "".join(printed)
+    if reply["content"]["status"] != "ok" or "RESULT " not in text:
+        raise RuntimeError(f"the kernel measurement failed:\n{text}")
+    result: dict[str, list[float]] = json.loads(text.split("RESULT ", 1)[1])
+    return result
 
 
 # -- report ---------------------------------------------------------------------------
@@ -463,7 +571,40 @@ def verdicts(results: Results) -> dict[str, dict[str, Any]]:
             p50 / results["baseline_p50"].median, "(reported)", None
         ),
         "icij p50 ms": _check(p50, f"<= {TARGET_P50_MS}", p50 <= TARGET_P50_MS),
+        **_printing_ratios(results),
+        **_kernel_checks(results),
         **_dask_ratios(results),
+    }
+
+
+def _printing_ratios(results: Results) -> dict[str, dict[str, Any]]:
+    out = {}
+    for kind in ("async", "sync"):
+        if results.figures[f"icij_{kind}_print"].values:
+            out[f"{kind}: one print / no output"] = _check(
+                results.paired_ratio(f"icij_{kind}_print", f"icij_{kind}"),
+                "(reported; median of paired ratios)",
+                None,
+            )
+    return out
+
+
+def _kernel_checks(results: Results) -> dict[str, dict[str, Any]]:
+    if not results.figures["kernel_p50_poll"].values:
+        return {}
+    added = statistics.median(
+        p - n
+        for p, n in zip(
+            results["kernel_p50_poll"].values,
+            results["kernel_p50_nopoll"].values,
+            strict=True,
+        )
+    )
+    return {
+        "kernel p50: poll - no poll, ms": _check(added, "<= 1.0", added <= 1.0),
+        "kernel p50: poll / no poll": _check(
+            results.paired_ratio("kernel_p50_poll", "kernel_p50_nopoll"), "", None
+        ),
     }
 
 
@@ -539,6 +680,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-dask", action="store_true", help="leave the Dask reference out"
     )
+    parser.add_argument(
+        "--skip-printing", action="store_true", help="leave the printing tasks out"
+    )
+    parser.add_argument(
+        "--skip-kernel", action="store_true", help="leave the in-kernel p50 out"
+    )
     options = parser.parse_args(argv)
     if options.tasks < 1 or options.repeats < 1:
         parser.error("--tasks and --repeats must be >= 1")
@@ -554,7 +701,14 @@ def main(argv: list[str] | None = None) -> int:
         "latency_calls": LATENCY_CALLS,
     }
     started = time.perf_counter()
-    results = run(options.tasks, options.repeats, log, dask=not options.skip_dask)
+    results = run(
+        options.tasks,
+        options.repeats,
+        log,
+        dask=not options.skip_dask,
+        printing=not options.skip_printing,
+        kernel=not options.skip_kernel,
+    )
     log(f"benchmark took {time.perf_counter() - started:.1f}s")
     print(report(results, info, params), flush=True)
     if options.json is not None:

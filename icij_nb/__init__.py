@@ -43,6 +43,7 @@ from icij_nb.manager import TaskManager
 from icij_nb.model import ErrorRecord, StackFrame, Task, TaskState
 from icij_nb.pools import InKernelPool
 from icij_nb.store import TaskStore
+from icij_nb.timeline import Timeline, timeline
 
 if _typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -105,6 +106,7 @@ __all__ = [
     "TaskState",
     "TaskStore",
     "TaskTimeout",
+    "Timeline",
     "UnknownGroup",
     "UnknownTask",
     "WaitTimeout",
@@ -112,5 +114,6 @@ __all__ = [
     "__version__",
     "connect",
     "load_ipython_extension",
+    "timeline",
     "unload_ipython_extension",
 ]

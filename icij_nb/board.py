@@ -47,6 +47,7 @@ from icij_nb.errors import IcijNbError, InvalidFilter
 from icij_nb.frames import mark_waiting
 from icij_nb.handles import TaskHandle
 from icij_nb.model import Task, TaskState
+from icij_nb.timeline import Timeline, timeline
 from icij_nb.view import TaskView
 
 logger = logging.getLogger(__name__)
@@ -490,6 +491,13 @@ class TaskBoard:
     def hide_detail(self) -> None:
         """Close the detail view."""
         self._call(self._actions.hide_detail)
+
+    def timeline(self, **options: Any) -> Timeline:
+        """The timeline of what the board shows (its filters), as a static image.
+
+        The options are those of :func:`icij_nb.timeline` (docs/board.md).
+        """
+        return timeline(self.frame, **options)
 
     # -- display -----------------------------------------------------------------------
 

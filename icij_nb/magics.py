@@ -32,6 +32,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from icij_nb.app import App
 from icij_nb.connect import connect
 from icij_nb.errors import ConfigError, IcijNbError
+from icij_nb.magics_parser import Handler, build_parser
 from icij_nb.manager import TaskManager
 from icij_nb.model import TaskState
 
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 APP_VAR = "icij_app"
 MANAGER_VAR = "tm"
 DEFAULT_APP = "notebook"
-
-Handler = Callable[[argparse.Namespace], object]
 
 
 @magics_class
@@ -68,6 +67,8 @@ class IcijMagics(Magics):
             pools                   list the running pools
             submit NAME k=v ...     submit a task; returns its handle
             map NAME --args-json J  submit one task per args dict; returns a batch
+            gather ID ...           wait for tasks; returns their results
+            output ID               print what a task wrote and logged
             status                  the manager, its pools, tasks per group/state
             board                   the task board, with filters
             cancel ID [--requeue]   cancel a task
@@ -82,6 +83,9 @@ class IcijMagics(Magics):
         Values of ``k=v`` are read as JSON when they parse (``n=3`` is 3,
         ``xs=[1,2]`` a list) and as strings otherwise (``s=abc``); quote a value
         with spaces: ``'doc=a b'``, ``'d={"a": 1}'``.
+
+        ``submit`` and ``map`` with ``--wait`` and ``gather`` block until the tasks
+        are done; ``--show-output`` prints their output under the cell meanwhile.
 
         Example::
 
@@ -223,9 +227,23 @@ class IcijMagics(Magics):
 
     def cmd_submit(self, args: argparse.Namespace) -> object:
         task_args = _key_values(args.args, args.parser)
-        return self.current_manager().submit(
+        handle = self.current_manager().submit(
             args.name, task_args, max_retries=args.max_retries, task_id=args.task_id
         )
+        if not (args.wait or args.show_output):
+            return handle
+        return self._gather(args, [handle.id])[0]
+
+    def _gather(self, args: argparse.Namespace, task_ids: list[str]) -> list[Any]:
+        return self.current_manager().gather(
+            task_ids, timeout_s=args.timeout_s, show_output=args.show_output
+        )
+
+    def cmd_gather(self, args: argparse.Namespace) -> object:
+        return self._gather(args, args.ids)
+
+    def cmd_output(self, args: argparse.Namespace) -> None:
+        print(self.current_manager().output(args.id, attempt=args.attempt))
 
     def cmd_map(self, args: argparse.Namespace) -> object:
         parser: argparse.ArgumentParser = args.parser
@@ -238,9 +256,12 @@ class IcijMagics(Magics):
                 "--args-json must be a JSON list of args objects, one per task, "
                 f"got {args.args_json!r}"
             )
-        return self.current_manager().map(
+        batch = self.current_manager().map(
             args.name, args_list, max_retries=args.max_retries
         )
+        if not (args.wait or args.show_output):
+            return batch
+        return self._gather(args, [h.id for h in batch])
 
     def cmd_status(self, args: argparse.Namespace) -> None:
         manager = self.current_manager()
@@ -389,13 +410,6 @@ def _key_values(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, 
     return args
 
 
-def _state(text: str) -> TaskState:
-    try:
-        return TaskState.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _group_label(group: object) -> str:
     return group if isinstance(group, str) else "(no group)"
 
@@ -415,165 +429,6 @@ def _task_counts(manager: TaskManager) -> list[str]:
             f"  {group}: " + " ".join(c for c in cells if not c.endswith("=0"))
         )
     return lines
-
-
-def build_parser(magics: IcijMagics) -> argparse.ArgumentParser:
-    """The argparse tree of ``%icij``; each subcommand calls a method of ``magics``."""
-    parser = argparse.ArgumentParser(
-        prog="%icij",
-        description="Run icij_nb tasks from the notebook.",
-        epilog="%icij SUBCOMMAND -h shows the options of a subcommand.",
-    )
-    parser.set_defaults(handler=magics.cmd_help, parser=parser)
-    commands = parser.add_subparsers(
-        dest="command", metavar="SUBCOMMAND", title="subcommands"
-    )
-
-    def add(name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
-        # argparse %-formats help strings (not descriptions): "%%" shows as "%".
-        sub: argparse.ArgumentParser = commands.add_parser(
-            name, help=summary, description=summary.replace("%%", "%")
-        )
-        sub.set_defaults(handler=handler, parser=sub)
-        return sub
-
-    _setup_commands(add, magics)
-    _pool_commands(add, magics)
-    _submit_commands(add, magics)
-    _watch_commands(add, magics)
-    _control_commands(add, magics)
-    return parser
-
-
-Adder = Callable[[str, Handler, str], argparse.ArgumentParser]
-
-
-def _setup_commands(add: Adder, magics: IcijMagics) -> None:
-    sub = add("app", magics.cmd_app, "select (or create) the current app: icij_app")
-    sub.add_argument("name", nargs="?", help="the app's name (none: show the current)")
-    sub = add("connect", magics.cmd_connect, "connect a task manager to it: tm")
-    sub.add_argument(
-        "--broker",
-        default="memory",
-        metavar="URL",
-        help="'memory' (default, in this kernel), an amqp:// URL, or 'amqp' for "
-        "$ICIJ_NB_AMQP_URL",
-    )
-    sub.add_argument(
-        "--store",
-        metavar="PATH",
-        help="a SQLite file, or ':memory:' for none (default: .icij_nb/APP.sqlite3)",
-    )
-    sub.add_argument(
-        "--observe-only",
-        action="store_true",
-        help="watch another manager's RabbitMQ vhost without taking its events",
-    )
-    sub = add(
-        "task", magics.cmd_task, "(%%%%icij task) register the functions of the cell"
-    )
-    sub.add_argument("group", nargs="?", metavar="GROUP", help="(none: ungrouped)")
-    sub.add_argument("--name", help="the task name (default: the function's)")
-    sub.add_argument(
-        "--max-retries", type=int, metavar="K", help="retries after the first attempt"
-    )
-    sub.add_argument(
-        "--timeout-s", type=float, metavar="T", help="the longest an attempt may run"
-    )
-    sub.add_argument(
-        "--recover-from",
-        type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
-        default=[],
-        metavar="EXC,...",
-        help="exception classes that make a failed attempt retryable",
-    )
-
-
-def _pool_commands(add: Adder, magics: IcijMagics) -> None:
-    pool = add("pool", magics.cmd_help, "start or stop a pool of workers")
-    actions = pool.add_subparsers(dest="action", metavar="ACTION", title="actions")
-    summary = "start a pool serving GROUP; returns the pool"
-    start = actions.add_parser("start", help=summary, description=summary)
-    start.set_defaults(handler=magics.cmd_pool_start, parser=start)
-    start.add_argument("group", nargs="?", metavar="GROUP", help="(none: ungrouped)")
-    start.add_argument(
-        "-n",
-        "--workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help="how many tasks run at once (default 1)",
-    )
-    start.add_argument(
-        "--processes",
-        action="store_true",
-        help="one worker process each (needs RabbitMQ) instead of in this kernel",
-    )
-    summary = "stop the pools serving GROUP (their running tasks are requeued)"
-    stop = actions.add_parser("stop", help=summary, description=summary)
-    stop.set_defaults(handler=magics.cmd_pool_stop, parser=stop)
-    stop.add_argument("group", nargs="?", metavar="GROUP", help="(none: ungrouped)")
-    stop.add_argument("--all", action="store_true", help="stop every pool")
-    add("pools", magics.cmd_pools, "list the running pools")
-
-
-def _submit_commands(add: Adder, magics: IcijMagics) -> None:
-    sub = add("submit", magics.cmd_submit, "submit a task; returns its handle")
-    sub.add_argument("name", metavar="NAME", help="a task registered in the app")
-    sub.add_argument(
-        "args",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="arguments; a VALUE is JSON when it parses, else a string",
-    )
-    sub.add_argument(
-        "--max-retries", type=int, metavar="K", help="override the task's setting"
-    )
-    sub.add_argument("--task-id", metavar="ID", help="choose the task's id")
-    sub = add("map", magics.cmd_map, "submit one task per args dict; returns a batch")
-    sub.add_argument("name", metavar="NAME", help="a task registered in the app")
-    sub.add_argument(
-        "--args-json",
-        required=True,
-        metavar="JSON",
-        help="""a JSON list of args objects: '[{"n": 1}, {"n": 2}]'""",
-    )
-    sub.add_argument(
-        "--max-retries", type=int, metavar="K", help="override the task's setting"
-    )
-
-
-def _watch_commands(add: Adder, magics: IcijMagics) -> None:
-    add("status", magics.cmd_status, "the manager, its pools, tasks by group, workers")
-    sub = add("board", magics.cmd_board, "the task board, filtered; returns it")
-    sub.add_argument("--group", metavar="GROUP", help="only tasks of this group")
-    sub.add_argument(
-        "--state",
-        dest="states",
-        type=_state,
-        nargs="+",
-        action="extend",
-        metavar="STATE",
-        help="only tasks in these states (queued, running, done, error...)",
-    )
-    sub.add_argument(
-        "--name", metavar="NAME", help="only tasks whose name contains NAME"
-    )
-    sub.add_argument(
-        "--text", metavar="TEXT", help="only tasks whose args, result or error hold it"
-    )
-    add("frame", magics.cmd_frame, "every task of the store as a DataFrame")
-
-
-def _control_commands(add: Adder, magics: IcijMagics) -> None:
-    sub = add("cancel", magics.cmd_cancel, "cancel a queued or running task")
-    sub.add_argument("id", metavar="ID", help="the task's id")
-    sub.add_argument(
-        "--requeue", action="store_true", help="put a running task back in its queue"
-    )
-    sub = add("retry", magics.cmd_retry, "run an ERROR or CANCELLED task again")
-    sub.add_argument("id", metavar="ID", help="the task's id")
-    add("close", magics.cmd_close, "close the manager: stop its pools, save its store")
 
 
 # -- loading ------------------------------------------------------------------------

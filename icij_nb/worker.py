@@ -206,6 +206,8 @@ class Worker:
         self.app, self.broker, self.group = app, broker, group
         self._running_grace_s = running_grace_s
         self._echo_output = echo_output
+        #: per attempt, the last chunk sent in the background (the final one waits)
+        self._output_sending: dict[str, asyncio.Future[None]] = {}
         self.worker_id = worker_id
         self._cancels = cancels
         self._executor = executor
@@ -305,6 +307,7 @@ class Worker:
                 await self._execute(delivery, spec, run)
         finally:
             self._cancels.running.pop(task.id, None)
+            self._output_sending.pop(capture.run, None)
             self.current = None
 
     async def _execute(self, delivery: Delivery, spec: TaskSpec, run: _Run) -> None:
@@ -433,12 +436,17 @@ class Worker:
         sending = asyncio.ensure_future(self.broker.publish_output([chunk]))
         _PENDING.add(sending)
         sending.add_done_callback(_forget_sent)
+        self._output_sending[chunk.run] = sending
 
     async def _output_done(self, run: _Run) -> None:
         """Send the attempt's last output before its outcome (never fails the task)."""
         chunk = run.capture.close()
+        earlier = self._output_sending.pop(run.capture.run, None)
         if chunk is None:
             return
+        if earlier is not None:
+            # Published in the order sent: a background send may not have started.
+            await asyncio.wait([earlier])
         self._echo(chunk)
         try:
             await self.broker.publish_output([chunk])

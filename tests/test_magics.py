@@ -172,6 +172,8 @@ SUBCOMMANDS = [
     "pools",
     "submit",
     "map",
+    "gather",
+    "output",
     "status",
     "board",
     "frame",
@@ -577,6 +579,76 @@ def test_map_submits_one_task_per_args_object(run: Run, echo: nb.TaskManager) ->
     assert isinstance(batch, nb.TaskBatch)
     assert batch.results(timeout_s=RESULT_TIMEOUT_S) == [{"n": 1}, {"n": 2}]
     assert {echo.get(h).max_attempts for h in batch} == {2}
+
+
+# -- waiting ----------------------------------------------------------------------
+
+# It sleeps after printing: live output shows what arrives while the magic waits.
+CHATTY_CELL = (
+    "%%icij task cpu\nimport time\n"
+    "def chatty(n):\n    print(f'hello {n}')\n    time.sleep(0.5)\n    return n * 2\n"
+)
+
+
+def test_submit_and_map_with_wait_return_the_results(
+    run: Run, echo: nb.TaskManager
+) -> None:
+    run("%icij pool start cpu -n 2")
+
+    assert run.shell.run_line_magic("icij", "submit echo n=1 --wait") == {"n": 1}
+    results = run.shell.run_line_magic(
+        "icij", 'map echo --wait --timeout-s 10 --args-json \'[{"n": 1}, {"n": 2}]\''
+    )
+    assert results == [{"n": 1}, {"n": 2}]
+
+
+def test_show_output_prints_the_tasks_output_while_the_magic_waits(
+    run: Run, echo: nb.TaskManager
+) -> None:
+    run(CHATTY_CELL)
+    run("%icij pool start cpu")
+
+    output = run("x = %icij submit chatty n=3 --show-output --task-id chatty-3")
+
+    assert run.result.success, output
+    assert run.ns["x"] == 6  # --show-output waits
+    assert "[chatty chatty-3] [stdout] hello 3" in output
+
+
+def test_no_show_output_overrides_the_managers_default(
+    run: Run, echo: nb.TaskManager
+) -> None:
+    run(CHATTY_CELL)
+    run("%icij pool start cpu")
+    echo.show_output = True
+
+    output = run("x = %icij submit chatty n=4 --wait --no-show-output")
+
+    assert run.ns["x"] == 8
+    assert "hello 4" not in output
+    run.shell.run_line_magic("icij", "submit chatty n=5 --task-id chatty-5")
+    assert "[chatty chatty-5] [stdout] hello 5" in run(
+        "%icij gather chatty-5 --show-output"
+    )
+
+
+def test_gather_waits_for_ids_and_output_prints_a_tasks_output(
+    run: Run, echo: nb.TaskManager
+) -> None:
+    run(CHATTY_CELL)
+    run("%icij pool start cpu")
+    h = run.shell.run_line_magic("icij", "submit chatty n=7")
+
+    assert run.shell.run_line_magic("icij", f"gather {h.id} --timeout-s 10") == [14]
+    assert run(f"%icij output {h.id}") == "[stdout] hello 7\n"
+    assert run(f"%icij output {h.id} --attempt -1") == "[stdout] hello 7\n"
+    output = run("%icij output nope")
+    assert_error_without_traceback(output, run, "nope")
+
+
+def test_a_wait_that_times_out_is_an_icij_error(run: Run, echo: nb.TaskManager) -> None:
+    output = run("%icij submit echo n=1 --wait --timeout-s 0.2")
+    assert_error_without_traceback(output, run, "0.2")
 
 
 # -- watching ---------------------------------------------------------------------

@@ -52,6 +52,14 @@ async def interleaved(n: int) -> None:
         await asyncio.sleep(0)
 
 
+@app.task(group="io")
+async def two_streams(n: int) -> None:
+    print(f"{n} first")
+    # About one chunk interval: the timer's chunk and the final one go out together.
+    await asyncio.sleep(0.2)
+    print(f"{n} second", file=sys.stderr)
+
+
 @pytest.fixture
 def tm(tmp_path: Path):
     manager = nb.connect(app, store=tmp_path / "store.db")
@@ -78,6 +86,13 @@ def test_concurrent_async_tasks_keep_their_own_lines(tm):
     tm.gather(handles, timeout_s=10)
     for n, h in enumerate(handles):
         assert h.output() == "\n".join(f"[stdout] {n}:{i}" for i in range(4))
+
+
+def test_a_chunk_sent_by_the_timer_stays_before_the_final_one(tm):
+    handles = tm.map("two_streams", [{"n": n} for n in range(6)])
+    tm.gather(handles, timeout_s=10)
+    for n, h in enumerate(handles):
+        assert h.output() == f"[stdout] {n} first\n[stderr] {n} second"
 
 
 def test_a_flood_keeps_a_bounded_tail_with_the_cut_marked(tm):

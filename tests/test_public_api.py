@@ -76,7 +76,7 @@ def sockets():
 before = {"threads": threading.active_count(), "sockets": sockets()}
 import icij_nb
 after = {"threads": threading.active_count(), "sockets": sockets()}
-optional = ["aio_pika", "aiohttp", "ipywidgets", "papermill", "nbclient"]
+optional = ["aio_pika", "aiohttp", "ipywidgets", "papermill", "nbclient", "matplotlib"]
 print(json.dumps({
     "before": before,
     "after": after,

@@ -6,6 +6,9 @@ opens a notebook that starts an in-kernel pool and displays the board, then runs
 cell that blocks in ``tm.gather`` on slow tasks. From the page we check that rows
 move QUEUED -> RUNNING -> DONE while that cell still shows ``[*]``, that the name
 filter narrows the rows, and that a row's cancel button cancels its task. A
+second notebook blocks a cell in ``tm.gather`` on a task that would sleep for a
+minute: a click on its cancel button shows it CANCELLED, and the cell returns,
+within a few seconds (the wait reads widget messages itself, ``ui_poll.py``). A
 screenshot of the finished board is kept in the test's folder and as
 ``docs/board.png`` (the README shows it).
 
@@ -100,6 +103,35 @@ print("submitted")""",
 #: a task of the third wave (two workers, four waves of 1.5 s): QUEUED for two
 #: waves, RUNNING in the third, DONE while the fourth still blocks the cell
 WATCHED = "fetch-4"
+
+STUCK_CELLS = {
+    "setup": """\
+import time
+
+import icij_nb as nb
+
+app = nb.App("stuck")
+
+
+@app.task(group="cpu")
+def sleepy() -> str:
+    time.sleep(60)
+    return "woke up"
+
+
+tm = nb.connect(app, store=":memory:")
+tm.start_pool("cpu", workers=1)
+board = tm.board(refresh_s=0.2)
+board""",
+    "block": """\
+started = time.monotonic()
+stuck = tm.submit("sleepy", {}, task_id="sleepy-1")
+outcome = tm.gather([stuck], return_exceptions=True)
+waited = f"{time.monotonic() - started:.1f}s"
+print("gathered", [type(o).__name__ for o in outcome], waited)""",
+}
+#: how soon after the click the task must show CANCELLED and the cell return
+CANCEL_WITHIN_S = 5.0
 
 
 def _require(reason: str) -> None:
@@ -214,19 +246,21 @@ def page(lab: Lab) -> Iterator[Any]:
             browser.close()
 
 
-def write_notebook(lab: Lab) -> str:
+def write_notebook(
+    lab: Lab, cells: dict[str, str] = CELLS, name: str = "board.ipynb"
+) -> str:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
         nbformat.v4.new_code_cell(source, id=cell_id)
-        for cell_id, source in CELLS.items()
+        for cell_id, source in cells.items()
     ]
     notebook.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
     }
-    nbformat.write(notebook, lab.root / "board.ipynb")
-    return "board.ipynb"
+    nbformat.write(notebook, lab.root / name)
+    return name
 
 
 def cell(page: Any, index: int) -> Any:
@@ -269,13 +303,51 @@ def wait_states(
         time.sleep(0.1)
 
 
-def test_board_in_jupyterlab_moves_filters_and_cancels(
-    lab: Lab, page: Any, tmp_path: Path
-) -> None:
-    page.goto(lab.notebook_url(write_notebook(lab)))
+def open_notebook(page: Any, lab: Lab, name: str) -> None:
+    page.goto(lab.notebook_url(name))
     page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for()
     # A cell run before the kernel is connected would be dropped.
     page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()
+
+
+def test_board_cancel_works_while_a_cell_blocks_in_gather(lab: Lab, page: Any) -> None:
+    open_notebook(page, lab, write_notebook(lab, STUCK_CELLS, "stuck.ipynb"))
+    run_cell(page, 0)
+    page.locator(".icij-nb-board .icij-nb-message", has_text="No tasks yet").wait_for()
+
+    run_cell(page, 1)  # blocks in tm.gather on a task that sleeps for a minute
+    wait_states(page, "sleepy-1 to run", lambda s: s.get("sleepy-1") == "RUNNING")
+    assert prompt(page, 1).startswith("[*]"), "the cell should still be waiting"
+    row = page.locator(".icij-nb-row", has=page.locator('[data-task-id="sleepy-1"]'))
+    clicked = time.monotonic()
+    row.locator(".icij-nb-cancel").click()
+
+    wait_states(
+        page,
+        "sleepy-1 cancelled",
+        lambda s: s.get("sleepy-1") == "CANCELLED",
+        timeout_s=CANCEL_WITHIN_S,
+    )
+    shown_cancelled_s = time.monotonic() - clicked
+    while prompt(page, 1).startswith("[*]"):
+        elapsed = time.monotonic() - clicked
+        assert elapsed < CANCEL_WITHIN_S, f"the cell still waits {elapsed:.1f}s after"
+        time.sleep(0.05)
+    returned_s = time.monotonic() - clicked
+    wait_output(page, 1, "gathered ['TaskCancelled']")
+    output = cell(page, 1).locator(".jp-OutputArea-output").first.inner_text()
+    print(
+        f"cancel clicked: CANCELLED shown after {shown_cancelled_s:.2f}s, "
+        f"cell returned after {returned_s:.2f}s; the cell printed {output!r}"
+    )
+    waited_s = float(output.split()[-1].rstrip("s"))
+    assert waited_s < 30, "the cell waited for the task instead of the cancel"
+
+
+def test_board_in_jupyterlab_moves_filters_and_cancels(
+    lab: Lab, page: Any, tmp_path: Path
+) -> None:
+    open_notebook(page, lab, write_notebook(lab))
 
     run_cell(page, 0)
     wait_output(page, 0, "ready")

@@ -113,6 +113,7 @@ def test_there_are_six_demos_and_a_task_notebook() -> None:
         "grouped_pipeline.ipynb",
         "notebook_fan_out.ipynb",
         "observe_only.ipynb",
+        "output_and_timeline.ipynb",
         "quickstart.ipynb",
         "remote_pools.ipynb",
         "temporal.ipynb",
@@ -173,6 +174,41 @@ def test_grouped_pipeline_runs_on_rabbitmq(
     check_grouped_pipeline(executed)
     assert "broker=amqp" in data(executed, "connect", "text/plain")
     assert {"TASK.cpu", "TASK.gpu"} <= vhost.queue_names()
+
+
+# -- task output and the timeline ---------------------------------------------------
+
+
+def test_output_demo_shows_each_tasks_output_and_the_timeline(tmp_path: Path) -> None:
+    executed = run(NOTEBOOKS / "output_and_timeline.ipynb", tmp_path, n_docs=6)
+
+    assert stdout(executed, "run") == "13 tasks done\n"
+    # doc 2 has 5 pages; page 3 (2 + 3 is a multiple of 5) logs a warning
+    assert stdout(executed, "sync-output").splitlines() == [
+        "[stdout] doc 2: page 1 read",
+        "[stdout] doc 2: page 2 read",
+        "[WARNING demo.ocr] doc 2: page 3 is empty",
+        "[stdout] doc 2: page 4 read",
+        "[stdout] doc 2: page 5 read",
+    ]
+    # async tasks ran at once on one loop: each record holds its own lines, in order
+    assert stdout(executed, "async-output") == (
+        "[stdout] indexing doc 3\n[stderr] doc 3 indexed\n"
+    )
+    attempts = stdout(executed, "attempts")
+    assert attempts.count("[stdout] fetching doc 1") == 3
+    assert attempts.startswith("--- attempt 1 on ")
+    assert "--- attempt 2 on " in attempts
+    detail = data(executed, "detail", "text/html")
+    assert "ConnectionError" in detail
+    assert "fetching doc 1" in detail
+    live = stdout(executed, "live")
+    assert "[ocr ocr-" in live
+    assert "] [stdout] doc 100: page 2 read" in live
+    assert data(executed, "timeline", "image/png")
+    timeline = stdout(executed, "close")  # the lanes: the workers that ran tasks
+    assert timeline.startswith("<Timeline tasks=14 workers=")
+    assert timeline.endswith(" not_started=0>\n")
 
 
 # -- notebook tasks, fanned out -----------------------------------------------------

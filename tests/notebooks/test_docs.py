@@ -18,7 +18,12 @@ pytestmark = [pytest.mark.notebook, pytest.mark.timeout(120)]
 
 DOCS = Path(__file__).parents[2] / "docs"
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
-PAGES = ["architecture.md", "tasks-table.md", "retries-and-timeouts.md"]
+PAGES = [
+    "architecture.md",
+    "tasks-table.md",
+    "retries-and-timeouts.md",
+    "timeline.md",
+]
 
 
 def python_blocks(page: str) -> list[str]:
