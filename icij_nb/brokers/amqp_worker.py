@@ -270,24 +270,20 @@ class AmqpWorkerSide:
 
     async def publish_heartbeat(self, statuses: Sequence[WorkerStatus]) -> None:
         """Tell managers which workers are alive (not persistent, expires)."""
-        message = aio_pika.Message(
-            wire.encode_heartbeat(statuses),
-            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-            app_id=self._app.name,
-            expiration=HEARTBEAT_EXPIRATION_S,
-        )
-        await self._topology.exchange(EXCHANGE_HEARTBEATS).publish(
-            message, "", mandatory=False
+        await self._publish_transient(
+            EXCHANGE_HEARTBEATS, wire.encode_heartbeat(statuses)
         )
 
     async def publish_output(self, chunks: Sequence[OutputChunk]) -> None:
         """Send tasks' output to managers (not persistent, expires, no confirm)."""
+        await self._publish_transient(EXCHANGE_OUTPUT, wire.encode_output(chunks))
+
+    async def _publish_transient(self, exchange: str, body: bytes) -> None:
+        # icij_nb's own fanouts: best effort, gone when no manager reads them.
         message = aio_pika.Message(
-            wire.encode_output(chunks),
+            body,
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
             app_id=self._app.name,
             expiration=HEARTBEAT_EXPIRATION_S,
         )
-        await self._topology.exchange(EXCHANGE_OUTPUT).publish(
-            message, "", mandatory=False
-        )
+        await self._topology.exchange(exchange).publish(message, "", mandatory=False)
